@@ -1,0 +1,74 @@
+"""Qwen2.5-VL: vision features scattered into the token stream of the Qwen2 decoder.
+
+Inputs of `Qwen2_5_VL.__call__` (a packed batch; B rows of T tokens, N patches per row):
+  input_ids_BxT      int32 token ids; image tokens are `cfg.image_token_id`
+  positions_3xBxT    int32 mRoPE positions (`model.position_ids.mrope_position_ids`)
+  segment_ids_BxT    int32 packed segment ids, 0 = padding (default: one segment per row)
+  token_pos_BxT      int32 original token index, for causality when the row is stored in a
+                     permuted (load-balanced) order; default arange(T)
+  patches_BxNxP      float patches in processor order (P = 3*2*14*14), rows padded to N
+  vision_layout      dict of `vision_layout.batch_vision_layout` arrays for those patches
+The k-th image token of a row (in original token order) receives the k-th merged patch feature.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from mmprolong_jax.attention import AttentionConfig
+from mmprolong_jax.model.config import ModelConfig
+from mmprolong_jax.model.text import TextModel
+from mmprolong_jax.model.vision import VisionTower
+
+
+def _image_token_rank(mask_BxT, token_pos_BxT):
+  """For each image token, how many image tokens precede it in original token order."""
+  order = jnp.argsort(token_pos_BxT, axis=1)
+  mask_nat = jnp.take_along_axis(mask_BxT, order, axis=1)
+  rank_nat = jnp.cumsum(mask_nat.astype(jnp.int32), axis=1) - 1
+  return jnp.take_along_axis(rank_nat, token_pos_BxT, axis=1)
+
+
+class Qwen2_5_VL(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, attn_cfg: AttentionConfig | None = None,
+               vision_attn_cfg: AttentionConfig | None = None):
+    self.visual = VisionTower(cfg, rngs)
+    self.language_model = TextModel(cfg, rngs)
+    self.cfg = cfg
+    self.attn_cfg = attn_cfg or AttentionConfig(backend=cfg.attention_backend)
+    self.vision_attn_cfg = vision_attn_cfg or self.attn_cfg
+
+  def embed(self, input_ids_BxT, token_pos_BxT=None, patches_BxNxP=None, vision_layout=None):
+    """Token embeddings with image features in place of the image tokens."""
+    embeds = self.language_model.embed_tokens(input_ids_BxT)
+    if patches_BxNxP is None:
+      return embeds
+    feats_BxMxD = self.visual(patches_BxNxP, vision_layout, self.vision_attn_cfg)
+    mask = input_ids_BxT == self.cfg.image_token_id
+    if token_pos_BxT is None:
+      rank = jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1
+    else:
+      rank = _image_token_rank(mask, token_pos_BxT)
+    rank = jnp.clip(rank, 0, feats_BxMxD.shape[1] - 1)
+    feats_BxTxD = jnp.take_along_axis(feats_BxMxD, rank[:, :, None], axis=1)
+    return jnp.where(mask[:, :, None], feats_BxTxD.astype(embeds.dtype), embeds)
+
+  def hidden_states(self, input_ids_BxT, positions_3xBxT, segment_ids_BxT=None, token_pos_BxT=None,
+                    patches_BxNxP=None, vision_layout=None):
+    b, t = input_ids_BxT.shape
+    if segment_ids_BxT is None:
+      segment_ids_BxT = jnp.ones((b, t), jnp.int32)
+    if token_pos_BxT is None:
+      token_pos_BxT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    embeds = self.embed(input_ids_BxT, token_pos_BxT, patches_BxNxP, vision_layout)
+    return self.language_model(embeds, positions_3xBxT, segment_ids_BxT, token_pos_BxT,
+                               self.attn_cfg)
+
+  def __call__(self, *args, **kwargs):
+    """Full-vocabulary logits BxTxV (fp32). Training uses `hidden_states` + `logits` at loss
+    positions instead, which never builds a T x V tensor."""
+    return self.logits(self.hidden_states(*args, **kwargs))
+
+  def logits(self, hidden_xD):
+    return self.language_model.logits(hidden_xD)
