@@ -109,3 +109,10 @@ def load_model_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str,
   meta = ckpt.metadata(params_dir).item_metadata.tree
   target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
   return cfg, unnest(ckpt.restore(params_dir, target))
+
+
+def state_from_flat(flat: dict[str, jax.Array]) -> nnx.State:
+  """An nnx.State (for nnx.merge) from a flat {dotted path: array} dict."""
+  def parts(key):
+    return tuple(int(p) if p.isdigit() else p for p in key.split("."))
+  return nnx.State.from_flat_path({parts(k): v for k, v in flat.items()})

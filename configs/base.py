@@ -1,0 +1,70 @@
+"""Every training config key with the study's defaults (Table 6); other configs start from here.
+
+Not meant to be run directly: `configs/final.py` is the recipe, `configs/demo.py` the CPU demo.
+"""
+import ml_collections as mlc
+
+
+def get_config():
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.distributed = "auto"          # jax.distributed.initialize under SLURM / TPU slices
+  c.init_checkpoint = ""          # converted Qwen2.5-VL checkpoint (convert.from_hf); "" = random
+
+  c.model = mlc.ConfigDict()
+  c.model.preset = "qwen2_5_vl_7b"   # used when init_checkpoint is empty
+  c.model.rope_theta = 4e6           # mRoPE base for 128K (the base model uses 1e6)
+  c.model.max_position_embeddings = 131072
+  c.model.dtype = "bfloat16"         # activations
+  c.model.param_dtype = "float32"    # master weights
+  c.model.remat_policy = "full"      # per layer: none | full | dots_saveable | save_attention_out
+
+  c.attention = mlc.ConfigDict()
+  c.attention.backend = "ulysses"    # reference | blockwise | cudnn | splash | ring | ulysses
+  c.attention.local_backend = "cudnn"
+  c.attention.block_q = 512
+  c.attention.block_kv = 512
+  c.attention.max_segments = 16
+
+  c.mesh = mlc.ConfigDict()          # the study: Ulysses SP 2 x FSDP 4 per 8-GPU node
+  c.mesh.data = 1
+  c.mesh.fsdp = -1
+  c.mesh.sequence = 2
+  c.mesh.tensor = 1
+
+  c.data = mlc.ConfigDict()
+  c.data.source = "shards"           # shards | synthetic
+  c.data.shards = {"extract_single": "", "extract_multi": "", "reasoning": ""}
+  c.data.mixture = {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2}
+  c.data.max_len = 131072
+  c.data.num_patches = 4 * 131072    # patches per row (static); 4 per image token
+  c.data.global_batch_tokens = 32 * 131072   # 4M tokens = 32 rows of 128K
+  c.data.worker_count = 8
+  c.data.image_min_pixels = 56 * 56
+  c.data.image_max_pixels = 12845056
+  c.data.patch_dtype = "bfloat16"
+  c.data.synthetic = mlc.ConfigDict()
+  c.data.synthetic.page_grid = (1, 114, 88)      # a US-letter page at 144 DPI: 2,508 tokens
+  c.data.synthetic.pages_per_segment = (40,)
+  c.data.synthetic.answer_len = 32
+
+  c.optim = mlc.ConfigDict()
+  c.optim.peak_lr = 1e-5
+  c.optim.final_lr = 1e-6
+  c.optim.warmup_fraction = 0.1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.1
+  c.optim.decay_vectors = False
+  c.optim.grad_clip_norm = 1.0
+
+  c.train = mlc.ConfigDict()
+  c.train.token_budget = 5e9
+  c.train.max_loss_tokens = 8192     # loss positions per global batch (answers are short)
+  c.train.log_every = 1
+  c.train.checkpoint_every = 50
+  c.train.keep_checkpoints = 3
+  c.train.async_checkpointing = True
+  c.train.wandb_project = ""
+  return c

@@ -1,0 +1,32 @@
+"""Picks the training data source from the config: the Grain loader over ArrayRecord shards, or
+synthetic batches (benchmarks, tests)."""
+from __future__ import annotations
+
+
+def steps_from_budget(token_budget: float, global_batch_tokens: int) -> int:
+  """Optimizer steps for a token budget (the study: 5e9 / 4,194,304 -> 1192 steps)."""
+  if global_batch_tokens <= 0 or token_budget <= 0:
+    raise ValueError(f"token_budget ({token_budget}) and global_batch_tokens "
+                     f"({global_batch_tokens}) must be positive")
+  return max(1, int(token_budget // global_batch_tokens))
+
+
+def make_source(config, model_cfg, *, process_index: int, process_count: int):
+  d = config.data
+  rows = d.global_batch_tokens // d.max_len
+  if rows * d.max_len != d.global_batch_tokens:
+    raise ValueError(f"data.global_batch_tokens={d.global_batch_tokens} is not a multiple of "
+                     f"data.max_len={d.max_len}")
+  if rows % process_count:
+    raise ValueError(f"{rows} rows per batch do not split over {process_count} processes")
+  if d.source == "synthetic":
+    from mmprolong_jax.data.synthetic import SyntheticSource
+    s = d.synthetic
+    return SyntheticSource(config.seed + process_index, model_cfg, rows=rows // process_count,
+                           max_len=d.max_len, num_patches=d.num_patches,
+                           page_grid=tuple(s.page_grid), pages_per_segment=tuple(s.pages_per_segment),
+                           answer_len=s.answer_len)
+  if d.source == "shards":
+    from mmprolong_jax.data.loader import make_loader
+    return make_loader(d, model_cfg, process_index=process_index, process_count=process_count)
+  raise ValueError(f"unknown data.source {d.source!r}; use 'shards' or 'synthetic'")

@@ -1,0 +1,5 @@
+import sys
+
+from mmprolong_jax.eval.run import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Turns a training config into a mesh, model, sharded state and data source."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mmprolong_jax import params as params_lib
+from mmprolong_jax.attention import AttentionConfig, zigzag_permutation
+from mmprolong_jax.model import config as config_lib
+from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
+from mmprolong_jax.optim import make_optimizer
+from mmprolong_jax.parallel import sharding
+from mmprolong_jax.parallel.mesh import axis_size, make_mesh
+from mmprolong_jax.train_step import TrainState
+
+PRESETS = {"tiny": config_lib.tiny, "qwen2_5_vl_7b": config_lib.qwen2_5_vl_7b,
+           "qwen2_5_vl_3b": config_lib.qwen2_5_vl_3b}
+
+
+def model_config(config) -> config_lib.ModelConfig:
+  """From the init checkpoint's model_config.json when given, else a preset; then overrides."""
+  m = config.model
+  if config.get("init_checkpoint"):
+    _, cfg_dir = params_lib.resolve_params_dir(config.init_checkpoint)
+    cfg = config_lib.ModelConfig.from_dict(json.loads((cfg_dir / params_lib.CONFIG_FILE).read_text()))
+  else:
+    if m.preset not in PRESETS:
+      raise ValueError(f"unknown model.preset {m.preset!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[m.preset](**({"tie_word_embeddings": m.tie_word_embeddings}
+                               if m.preset == "tiny" and "tie_word_embeddings" in m else {}))
+  cfg = cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy,
+                    attention_backend=config.attention.backend)
+  if m.get("rope_theta"):
+    cfg = cfg.replace_text(rope_theta=float(m.rope_theta))
+  if m.get("max_position_embeddings"):
+    cfg = cfg.replace_text(max_position_embeddings=int(m.max_position_embeddings))
+  return cfg
+
+
+def attention_configs(config, mesh) -> tuple[AttentionConfig, AttentionConfig]:
+  """(LLM attention, vision attention). The vision tower runs whole rows per device, so it uses
+  the local kernel even when the LLM rings over 'sequence'."""
+  a = config.attention
+  local = a.local_backend
+  llm = AttentionConfig(backend=a.backend, mesh=mesh, local_backend=local,
+                        layout="zigzag" if a.backend == "ring" else "natural",
+                        block_q=a.block_q, block_kv=a.block_kv, max_segments=a.max_segments)
+  vis_backend = a.backend if a.backend not in ("ring", "ulysses") else local
+  vision = AttentionConfig(backend=vis_backend, local_backend=local, block_q=a.block_q,
+                           block_kv=a.block_kv, max_segments=a.get("vision_max_segments", 4096))
+  return llm, vision
+
+
+def build_model(cfg, config, mesh):
+  llm_attn, vis_attn = attention_configs(config, mesh)
+  return nnx.eval_shape(lambda: Qwen2_5_VL(cfg, nnx.Rngs(0), llm_attn, vis_attn))
+
+
+def param_shardings(flat_abstract: dict, mesh) -> dict:
+  return {k: sharding.param_sharding(k, v.shape, mesh) for k, v in flat_abstract.items()}
+
+
+def _opt_shardings(abstract_opt, flat_abstract: dict, param_shard: dict, mesh):
+  """Optimizer leaves that mirror a parameter (same key, same shape) take its sharding;
+  everything else (step counts) is replicated."""
+  def pick(path, leaf):
+    for entry in reversed(path):
+      key = getattr(entry, "key", None)
+      if isinstance(key, str) and key in param_shard and leaf.shape == flat_abstract[key].shape:
+        return param_shard[key]
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(pick, abstract_opt)
+
+
+def init_state(config, cfg, mesh, total_steps: int):
+  """Builds the sharded TrainState (random init or the init checkpoint) and the optimizer."""
+  model = build_model(cfg, config, mesh)
+  graphdef, _ = nnx.split(model, nnx.Param)
+  flat_abstract = params_lib.flat_params(model)
+  p_shard = param_shardings(flat_abstract, mesh)
+  tx = make_optimizer(config.optim, total_steps)
+
+  if config.get("init_checkpoint"):
+    _, flat_np = params_lib.load_model_checkpoint(config.init_checkpoint)
+    missing = sorted(set(flat_abstract) - set(flat_np))
+    if missing:
+      raise ValueError(f"init checkpoint lacks {missing[:3]}")
+    flat = {k: jax.device_put(np.asarray(flat_np[k]).astype(cfg.param_dtype), p_shard[k])
+            for k in flat_abstract}
+    del flat_np
+  else:
+    def random_init():
+      m = Qwen2_5_VL(cfg, nnx.Rngs(config.seed))
+      return params_lib.flat_params(m)
+    flat = jax.jit(random_init, out_shardings=p_shard)()
+
+  abstract_opt = jax.eval_shape(tx.init, flat_abstract)
+  opt_shard = _opt_shardings(abstract_opt, flat_abstract, p_shard, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(flat)
+  state = TrainState(flat, opt_state, jnp.zeros((), jnp.int32))
+  state_shard = TrainState(p_shard, opt_shard, NamedSharding(mesh, P()))
+  return graphdef, tx, state, state_shard
+
+
+def abstract_state(state: TrainState, shardings: TrainState) -> TrainState:
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)
+
+
+def bytes_per_device(tree, shardings) -> int:
+  total = 0
+  for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+    shard = s.shard_shape(x.shape)
+    total += math.prod(shard) * np.dtype(x.dtype).itemsize
+  return total
+
+
+def activation_bytes_estimate(cfg, config, mesh) -> int:
+  """Per-device activation memory of one step with per-layer remat (see README for the model):
+  the residual stream saved at every layer boundary, plus one layer's recompute working set."""
+  t, d = cfg.text, cfg.text.hidden_size
+  rows = config.data.global_batch_tokens // config.data.max_len
+  batch_shards = axis_size(mesh, "data") * axis_size(mesh, "fsdp")
+  tok = max(rows // batch_shards, 1) * config.data.max_len // axis_size(mesh, "sequence")
+  act = np.dtype(cfg.dtype).itemsize
+  saved = t.num_layers * tok * d * act
+  hd = t.head_dim
+  working = tok * (4 * d + 2 * (t.num_heads + 2 * t.num_kv_heads) * hd + 3 * t.intermediate_size) * act
+  return int(saved + working)
+
+
+def zigzag_batch(batch: dict, sp: int) -> dict:
+  """Permutes the token axis of every [.., T] array into ring's load-balanced order."""
+  t = batch["input_ids"].shape[1]
+  perm, _ = zigzag_permutation(t, sp)
+  out = {}
+  for k, v in batch.items():
+    if k == "positions":
+      out[k] = v[:, :, perm]
+    elif k in ("input_ids", "segment_ids", "targets", "loss_mask", "task_id"):
+      out[k] = v[:, perm]
+    else:
+      out[k] = v
+  out["token_pos"] = np.broadcast_to(perm.astype(np.int32), batch["input_ids"].shape).copy()
+  return out
+
+
+def mesh_from_config(config):
+  """All devices, or the first prod(axes) of them when every axis is fixed and fewer are
+  needed (e.g. a 1-device run on an 8-device host)."""
+  sizes = [int(config.mesh.get(a, 1)) for a in ("data", "fsdp", "sequence", "tensor")]
+  if -1 not in sizes and math.prod(sizes) < jax.device_count():
+    return make_mesh(config.mesh, jax.devices()[:math.prod(sizes)])
+  return make_mesh(config.mesh)
+
+
+def plan_text(config, cfg, mesh, state, state_shard) -> str:
+  p = bytes_per_device(state.params, state_shard.params)
+  o = bytes_per_device(state.opt_state, state_shard.opt_state)
+  a = activation_bytes_estimate(cfg, config, mesh)
+  n = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
+  gib = 2**30
+  return "\n".join([
+      f"mesh: {dict(mesh.shape)} over {mesh.devices.size} devices ({jax.devices()[0].device_kind})",
+      f"model: {n / 1e9:.3f}B params, dtype {cfg.dtype}, params {cfg.param_dtype}, "
+      f"rope_theta {cfg.text.rope_theta:g}, remat {cfg.remat_policy}",
+      f"attention: {config.attention.backend} (local kernel {config.attention.local_backend})",
+      f"per device: params {p / gib:.2f} GiB, optimizer {o / gib:.2f} GiB, "
+      f"activations (est.) {a / gib:.2f} GiB at max_len {config.data.max_len}",
+  ])
