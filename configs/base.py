@@ -24,7 +24,9 @@ def get_config():
   c.attention.local_backend = "cudnn"
   c.attention.block_q = 512
   c.attention.block_kv = 512
-  c.attention.max_segments = 16
+  c.attention.max_segments = 8         # cuDNN packed path: segments per row (per shard row)
+  c.attention.vision_backend = "blockwise"   # see setup.attention_configs
+  c.attention.vision_block = 256       # one 112-px window = 256 patches
 
   c.mesh = mlc.ConfigDict()          # the study: Ulysses SP 2 x FSDP 4 per 8-GPU node
   c.mesh.data = 1
@@ -40,6 +42,8 @@ def get_config():
   c.data.num_patches = 4 * 131072    # patches per row (static); 4 per image token
   c.data.global_batch_tokens = 32 * 131072   # 4M tokens = 32 rows of 128K
   c.data.worker_count = 8
+  c.data.worker_buffer_size = 1      # batches in flight per Grain worker (a row's patches are ~1 GB)
+  c.data.seed = 0                    # shuffle/mix seed of the Grain loader (data.loader reads it)
   c.data.image_min_pixels = 56 * 56
   c.data.image_max_pixels = 12845056
   c.data.patch_dtype = "bfloat16"

@@ -20,6 +20,7 @@ def get_config():
   c.attention.local_backend = "blockwise"
   c.attention.block_q = 32
   c.attention.block_kv = 32
+  c.attention.vision_block = 32
   c.mesh.data = 2
   c.mesh.fsdp = 2
   c.mesh.sequence = 2

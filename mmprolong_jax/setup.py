@@ -45,16 +45,16 @@ def model_config(config) -> config_lib.ModelConfig:
 
 
 def attention_configs(config, mesh) -> tuple[AttentionConfig, AttentionConfig]:
-  """(LLM attention, vision attention). The vision tower runs whole rows per device, so it uses
-  the local kernel even when the LLM rings over 'sequence'."""
+  """(LLM attention, vision attention). The vision tower runs each (row, sequence shard) on its
+  own device, so it always uses a local kernel."""
   a = config.attention
   local = a.local_backend
   llm = AttentionConfig(backend=a.backend, mesh=mesh, local_backend=local,
                         layout="zigzag" if a.backend == "ring" else "natural",
                         block_q=a.block_q, block_kv=a.block_kv, max_segments=a.max_segments)
-  vis_backend = a.backend if a.backend not in ("ring", "ulysses") else local
-  vision = AttentionConfig(backend=vis_backend, local_backend=local, block_q=a.block_q,
-                           block_kv=a.block_kv, max_segments=a.get("vision_max_segments", 4096))
+  # A row holds thousands of 112-px windows: cuDNN's packed path sizes its workspace by the
+  # segment count, so the vision tower uses the tiled kernel unless told otherwise.
+  vision = AttentionConfig(backend=a.vision_backend, block_q=a.vision_block, block_kv=a.vision_block)
   return llm, vision
 
 

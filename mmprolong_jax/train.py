@@ -64,7 +64,7 @@ def run(config, workdir: str, stop_after: int = 0) -> dict:
                                        async_save=config.train.async_checkpointing)
   ckpt_lib.write_model_config(workdir, cfg)
   source = make_source(config, cfg, process_index=jax.process_index(),
-                       process_count=jax.process_count())
+                       process_count=jax.process_count(), vision_shards=mesh.shape["sequence"])
   start = checkpointer.latest_step()
   if start is not None:
     state, data_state = checkpointer.restore(start, setup.abstract_state(state, state_shard))

@@ -10,7 +10,7 @@ from flax import nnx, struct
 
 from mmprolong_jax.loss import masked_nll
 
-VISION_KEYS = ("window_index", "window_segments", "image_segments", "pos_hw")
+VISION_KEYS = ("window_index", "window_segments", "image_segments", "pos_hw", "feature_slot")
 
 
 @struct.dataclass

@@ -73,8 +73,21 @@ def test_vision_features_match_transformers(models):
         return_dict=True).pooler_output
   want = torch.cat(want).numpy()
   inputs = _our_inputs(cfg, batch)
-  feats = np.asarray(model.visual(inputs["patches_BxNxP"], inputs["vision_layout"], model.vision_attn_cfg))
+  feats = np.asarray(model._vision_features(inputs["patches_BxNxP"], inputs["vision_layout"]))
   got = np.concatenate([feats[i, :sum(t * h * w for t, h, w in g) // 4]
                         for i, g in enumerate(batch["grids"])])
   err = np.linalg.norm(got - want) / np.linalg.norm(want)
   assert err <= 1e-5, f"relative vision feature error {err:.2e}"
+
+
+def test_bf16_activations_with_fp32_params_stay_close(models):
+  hf_model, cfg, model = models
+  flat = {k: np.asarray(v) for k, v in params_lib.flat_params(model).items()}
+  bf16 = params_lib.model_from_flat(cfg.replace(dtype="bfloat16"), flat)
+  assert all(v.dtype == np.float32 for v in params_lib.flat_params(bf16).values())
+  batch = ref.make_batch(*CASES["several_images"], np.random.default_rng(2))
+  want, _ = ref.hf_forward(hf_model, batch)
+  got = np.asarray(bf16(**_our_inputs(cfg, batch)))
+  mask = batch["attention_mask"].astype(bool)
+  err = np.linalg.norm(got[mask] - want[mask]) / np.linalg.norm(want[mask])
+  assert 1e-5 < err < 3e-2, f"bf16 relative error {err:.2e}"

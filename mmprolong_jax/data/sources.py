@@ -11,7 +11,9 @@ def steps_from_budget(token_budget: float, global_batch_tokens: int) -> int:
   return max(1, int(token_budget // global_batch_tokens))
 
 
-def make_source(config, model_cfg, *, process_index: int, process_count: int):
+def make_source(config, model_cfg, *, process_index: int, process_count: int,
+                vision_shards: int = 1):
+  """vision_shards: the mesh's sequence size (the vision tower is spread over it)."""
   d = config.data
   rows = d.global_batch_tokens // d.max_len
   if rows * d.max_len != d.global_batch_tokens:
@@ -25,7 +27,7 @@ def make_source(config, model_cfg, *, process_index: int, process_count: int):
     return SyntheticSource(config.seed + process_index, model_cfg, rows=rows // process_count,
                            max_len=d.max_len, num_patches=d.num_patches,
                            page_grid=tuple(s.page_grid), pages_per_segment=tuple(s.pages_per_segment),
-                           answer_len=s.answer_len)
+                           answer_len=s.answer_len, vision_shards=vision_shards)
   if d.source == "shards":
     from mmprolong_jax.data.loader import make_loader
     return make_loader(d, model_cfg, process_index=process_index, process_count=process_count)

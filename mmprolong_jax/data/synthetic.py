@@ -37,7 +37,7 @@ def synthetic_row(rng, cfg: ModelConfig, max_len: int, segment_lens, page_grid, 
 
 def synthetic_batch(seed: int, step: int, cfg: ModelConfig, rows: int, max_len: int,
                     num_patches: int, page_grid=(1, 8, 8), pages_per_segment=(2, 1),
-                    answer_len: int = 8, fill: float = 0.9):
+                    answer_len: int = 8, fill: float = 0.9, vision_shards: int = 1):
   rng = np.random.default_rng([seed, step])
   n_seg = len(pages_per_segment)
   lens = [int(max_len * fill / n_seg)] * n_seg
@@ -64,7 +64,7 @@ def synthetic_batch(seed: int, step: int, cfg: ModelConfig, rows: int, max_len: 
   batch["positions"] = np.asarray(mrope_position_ids(
       jnp.asarray(ids), jnp.asarray(flat_grids), segment_ids_BxT=jnp.asarray(seg),
       image_token_id=cfg.image_token_id, spatial_merge_size=cfg.vision.spatial_merge_size))
-  p, layout = pack_vision_rows(patches, grids_per_row, num_patches, cfg.vision)
+  p, layout = pack_vision_rows(patches, grids_per_row, num_patches, cfg.vision, vision_shards)
   batch["patches"] = p
   batch.update(layout)
   return batch

@@ -7,7 +7,8 @@ Inputs of `Qwen2_5_VL.__call__` (a packed batch; B rows of T tokens, N patches p
   token_pos_BxT      int32 original token index, for causality when the row is stored in a
                      permuted (load-balanced) order; default arange(T)
   patches_BxNxP      float patches in processor order (P = 3*2*14*14), rows padded to N
-  vision_layout      dict of `vision_layout.batch_vision_layout` arrays for those patches
+  vision_layout      dict of `vision_layout.pack_vision_rows` arrays for those patches (with a
+                     sequence-shard axis S; S = 1 when the vision tower is not spread)
 The k-th image token of a row (in original token order) receives the k-th merged patch feature.
 """
 from __future__ import annotations
@@ -15,10 +16,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from jax.sharding import PartitionSpec as P
+
 from mmprolong_jax.attention import AttentionConfig
 from mmprolong_jax.model.config import ModelConfig
 from mmprolong_jax.model.text import TextModel
 from mmprolong_jax.model.vision import VisionTower
+from mmprolong_jax.parallel.sharding import VISION_ROW_AXES, constrain
 
 
 def _image_token_rank(mask_BxT, token_pos_BxT):
@@ -44,15 +48,28 @@ class Qwen2_5_VL(nnx.Module):
     embeds = self.language_model.embed_tokens(input_ids_BxT)
     if patches_BxNxP is None:
       return embeds
-    feats_BxMxD = self.visual(patches_BxNxP, vision_layout, self.vision_attn_cfg)
+    feats_BxMxD = self._vision_features(patches_BxNxP, vision_layout)
     mask = input_ids_BxT == self.cfg.image_token_id
     if token_pos_BxT is None:
       rank = jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1
     else:
       rank = _image_token_rank(mask, token_pos_BxT)
     rank = jnp.clip(rank, 0, feats_BxMxD.shape[1] - 1)
-    feats_BxTxD = jnp.take_along_axis(feats_BxMxD, rank[:, :, None], axis=1)
+    slot = jnp.take_along_axis(vision_layout["feature_slot"], rank, axis=1)
+    feats_BxTxD = jnp.take_along_axis(feats_BxMxD, slot[:, :, None], axis=1)
     return jnp.where(mask[:, :, None], feats_BxTxD.astype(embeds.dtype), embeds)
+
+  def _vision_features(self, patches_BxNxP, layout):
+    """Runs the tower on each (row, sequence shard) independently: the layout's shard axis S is
+    folded into the batch, which shards over (data, fsdp, sequence) with no communication.
+    Returns merged features BxMxD in shard-major slot order."""
+    b, n, p = patches_BxNxP.shape
+    s = layout["window_index"].shape[1]
+    fold = lambda x: x.reshape(b * s, *x.shape[2:])
+    rows = {k: fold(v) for k, v in layout.items() if k != "feature_slot"}
+    patches = constrain(patches_BxNxP.reshape(b * s, n // s, p), P(VISION_ROW_AXES))
+    feats = self.visual(patches, rows, self.vision_attn_cfg)
+    return feats.reshape(b, -1, feats.shape[-1])
 
   def hidden_states(self, input_ids_BxT, positions_3xBxT, segment_ids_BxT=None, token_pos_BxT=None,
                     patches_BxNxP=None, vision_layout=None):

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmprolong_jax.attention import attention
+from mmprolong_jax.attention.reference import reference_attention
 from mmprolong_jax.model import layers, rope
 from mmprolong_jax.model.config import ModelConfig
 
@@ -34,6 +35,31 @@ class Attention(nnx.Module):
     o = jax.ad_checkpoint.checkpoint_name(o, "attention_out")
     return self.o_proj(o.reshape(*x_BxTxD.shape[:2], -1))
 
+  # --- KV-cache generation (mmprolong_jax.generate); training uses __call__ only. ---
+
+  def prefill(self, x_BxTxD, angles_BxTxHd, segment_ids_BxT, token_pos_BxT, attn_cfg):
+    """`__call__` that also returns the rotated keys and values ([B, T, K, D] each) to cache."""
+    q, k, v = self.qkv(x_BxTxD, angles_BxTxHd)
+    o = attention(q, k, v, segment_ids_BxT=segment_ids_BxT, positions_BxT=token_pos_BxT,
+                  causal=True, cfg=attn_cfg)
+    return self.o_proj(o.reshape(*x_BxTxD.shape[:2], -1)), (k, v)
+
+  def decode(self, x_BxTxD, angles_BxTxHd, kv_cache, valid_BxS, index):
+    """T new tokens written to cache slots [index, index + T), each attending to the valid slots
+    up to its own. `kv_cache` is (k_BxSxKxD, v_BxSxKxD); returns (output, updated cache)."""
+    q, k, v = self.qkv(x_BxTxD, angles_BxTxHd)
+    k_BxSxKxD, v_BxSxKxD = (
+        jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), index, axis=1)
+        for cache, new in zip(kv_cache, (k, v)))
+    b, t = x_BxTxD.shape[:2]
+    s = k_BxSxKxD.shape[1]
+    pos_q_BxT = jnp.broadcast_to(index + jnp.arange(t, dtype=jnp.int32), (b, t))
+    pos_kv_BxS = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+    # T is a handful of tokens, so the explicit [B, T, S] mask of the reference kernel is small.
+    o = reference_attention(q, k_BxSxKxD, v_BxSxKxD, jnp.ones((b, t), jnp.int32), valid_BxS,
+                            pos_q_BxT, pos_kv_BxS, causal=True)
+    return self.o_proj(o.reshape(b, t, -1)), (k_BxSxKxD, v_BxSxKxD)
+
 
 class DecoderLayer(nnx.Module):
 
@@ -48,6 +74,19 @@ class DecoderLayer(nnx.Module):
   def __call__(self, x, angles, segment_ids, token_pos, attn_cfg):
     x = x + self.self_attn(self.input_layernorm(x), angles, segment_ids, token_pos, attn_cfg)
     return x + self.mlp(self.post_attention_layernorm(x))
+
+  # --- KV-cache generation: the same layer around Attention.prefill / Attention.decode. ---
+
+  def prefill(self, x, angles, segment_ids, token_pos, attn_cfg):
+    h, kv = self.self_attn.prefill(self.input_layernorm(x), angles, segment_ids, token_pos,
+                                   attn_cfg)
+    x = x + h
+    return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+  def decode(self, x, angles, kv_cache, valid_BxS, index):
+    h, kv_cache = self.self_attn.decode(self.input_layernorm(x), angles, kv_cache, valid_BxS, index)
+    x = x + h
+    return x + self.mlp(self.post_attention_layernorm(x)), kv_cache
 
 
 class TextModel(nnx.Module):
@@ -84,3 +123,27 @@ class TextModel(nnx.Module):
     if self.cfg.text.tie_word_embeddings:
       return h @ self.embed_tokens.embedding[...].astype(jnp.float32).T
     return self.lm_head(h)
+
+  # --- KV-cache generation (mmprolong_jax.generate). ---
+
+  def prefill(self, embeds_BxTxD, positions_3xBxT, segment_ids_BxT, token_pos_BxT, attn_cfg):
+    """`__call__` (without remat) that also returns every layer's (k_BxTxKxD, v_BxTxKxD)."""
+    t = self.cfg.text
+    angles = rope.mrope_angles(positions_3xBxT, t.head_dim, t.rope_theta, t.mrope_section)
+    x, kv_caches = embeds_BxTxD, []
+    for layer in self.layers:
+      x, kv = layer.prefill(x, angles, segment_ids_BxT, token_pos_BxT, attn_cfg)
+      kv_caches.append(kv)
+    return self.norm(x), kv_caches
+
+  def decode(self, embeds_BxTxD, positions_3xBxT, kv_caches, valid_BxS, index):
+    """T new tokens at cache slots [index, index + T) on top of per-layer (k, v) caches of S
+    slots; `valid_BxS` marks the slots holding tokens (the new ones included). Returns (final
+    hidden states, updated caches)."""
+    t = self.cfg.text
+    angles = rope.mrope_angles(positions_3xBxT, t.head_dim, t.rope_theta, t.mrope_section)
+    x, updated = embeds_BxTxD, []
+    for layer, kv in zip(self.layers, kv_caches):
+      x, kv = layer.decode(x, angles, kv, valid_BxS, index)
+      updated.append(kv)
+    return self.norm(x), updated

@@ -78,7 +78,7 @@ class VisionTower(nnx.Module):
   def __call__(self, patches_BxNxP, layout, attn_cfg):
     """Returns merged features BxMxD (M = N/4) in the processor's (image, raster) order.
 
-    `layout` holds the batched arrays of `vision_layout.batch_vision_layout`.
+    `layout` holds one row's (or one shard's) `vision_layout` arrays with a leading batch axis.
     """
     v = self.cfg.vision
     b, n, _ = patches_BxNxP.shape

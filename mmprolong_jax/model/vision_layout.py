@@ -83,18 +83,66 @@ def vision_layout(grids_thw: Sequence[Sequence[int]], num_patches_padded: int, c
   }
 
 
-def batch_vision_layout(grids_per_row: Sequence[Sequence[Sequence[int]]], num_patches_padded: int,
-                        cfg: VisionConfig):
-  """Stacks `vision_layout` over rows: every array gets a leading batch axis."""
-  rows = [vision_layout(g, num_patches_padded, cfg) for g in grids_per_row]
-  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+def sharded_vision_layout(grids_thw: Sequence[Sequence[int]], num_patches_padded: int,
+                          cfg: VisionConfig, num_shards: int = 1):
+  """Layout of one row whose images are spread over `num_shards` sequence shards.
+
+  Whole images go to shards (balanced by patch count); each shard holds N/S patch slots laid
+  out by `vision_layout`, so windows and images never cross a shard and the tower runs on each
+  shard independently. Arrays get a shard axis: window_index [S, M/S], window_segments /
+  image_segments [S, N/S], pos_hw [S, N/S, 2]. `feature_slot` [M] maps the k-th merged token in
+  image order to its slot in the shard-major tower output. Also returns, per shard, the image
+  indices it holds (to place the patches).
+  """
+  from mmprolong_jax.attention.vision_sp import assign_images_to_shards
+  grids = [tuple(int(x) for x in g) for g in grids_thw]
+  if num_patches_padded % (num_shards * cfg.merge_unit):
+    raise ValueError(f"num_patches={num_patches_padded} must be a multiple of "
+                     f"{num_shards * cfg.merge_unit} (shards x merge unit)")
+  per_shard = num_patches_padded // num_shards
+  counts = [t * h * w for t, h, w in grids]
+  owner = assign_images_to_shards(counts, num_shards) if grids else np.zeros(0, np.int32)
+  members = [[i for i in range(len(grids)) if owner[i] == s] for s in range(num_shards)]
+  shards = []
+  for s, imgs in enumerate(members):
+    try:
+      shards.append(vision_layout([grids[i] for i in imgs], per_shard, cfg))
+    except ValueError as e:
+      raise ValueError(f"sequence shard {s} of {num_shards}: {e}") from None
+  # Merged-token slots: image i's tokens sit in its shard, after the images before it there.
+  units = [c // cfg.merge_unit for c in counts]
+  start_in_shard = np.zeros(len(grids), np.int64)
+  for imgs in members:
+    acc = 0
+    for i in imgs:
+      start_in_shard[i], acc = acc, acc + units[i]
+  m = num_patches_padded // cfg.merge_unit
+  slot = np.arange(m, dtype=np.int64)
+  k = 0
+  for i in range(len(grids)):
+    slot[k:k + units[i]] = owner[i] * (m // num_shards) + start_in_shard[i] + np.arange(units[i])
+    k += units[i]
+  out = {key: np.stack([sh[key] for sh in shards]) for key in shards[0]}
+  out["feature_slot"] = slot.astype(np.int32)
+  return out, members
 
 
 def pack_vision_rows(patches_per_row: Sequence[np.ndarray], grids_per_row, num_patches_padded: int,
-                     cfg: VisionConfig):
-  """Pads each row's patches (processor order) to `num_patches_padded`; returns
-  (patches_BxNxP float32, layout dict)."""
-  out = np.zeros((len(patches_per_row), num_patches_padded, cfg.patch_dim), np.float32)
-  for i, p in enumerate(patches_per_row):
-    out[i, :len(p)] = p
-  return out, batch_vision_layout(grids_per_row, num_patches_padded, cfg)
+                     cfg: VisionConfig, num_shards: int = 1, dtype=np.float32):
+  """Places each row's patches (processor order, images concatenated) into its shard slots;
+  returns (patches_BxNxP, layout dict with a leading batch axis)."""
+  rows = len(patches_per_row)
+  out = np.zeros((rows, num_patches_padded, cfg.patch_dim), dtype)
+  per_shard = num_patches_padded // num_shards
+  layouts = []
+  for r, (patches, grids) in enumerate(zip(patches_per_row, grids_per_row)):
+    layout, members = sharded_vision_layout(grids, num_patches_padded, cfg, num_shards)
+    counts = [int(np.prod(g)) for g in grids]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for s, imgs in enumerate(members):
+      at = s * per_shard
+      for i in imgs:
+        out[r, at:at + counts[i]] = patches[starts[i]:starts[i + 1]]
+        at += counts[i]
+    layouts.append(layout)
+  return out, {k: np.stack([l[k] for l in layouts]) for k in layouts[0]}

@@ -44,6 +44,9 @@ def param_sharding(path: str, shape, mesh) -> NamedSharding:
 
 
 BATCH_SPEC = P(BATCH_AXES, "sequence")
+# The vision tower's rows are (batch row, sequence shard) pairs: see model/vision_layout.py.
+VISION_ROW_AXES = BATCH_AXES + ("sequence",)
+_VISION_SHARDED = ("patches", "window_index", "window_segments", "image_segments", "pos_hw")
 
 
 def batch_specs(batch) -> dict:
@@ -52,8 +55,10 @@ def batch_specs(batch) -> dict:
   for k, v in batch.items():
     if k == "positions":
       specs[k] = P(None, BATCH_AXES, "sequence")
-    elif k in ("patches", "window_index", "window_segments", "image_segments", "pos_hw"):
-      specs[k] = P(BATCH_AXES)  # the vision tower runs row-parallel; see attention/README.md
+    elif k in _VISION_SHARDED:
+      specs[k] = P(BATCH_AXES, "sequence")  # dim 1: patches or the layout's shard axis
+    elif k == "feature_slot":
+      specs[k] = P(BATCH_AXES)
     else:
       specs[k] = BATCH_SPEC if getattr(v, "ndim", 0) >= 2 else P()
   return specs

@@ -1,0 +1,52 @@
+"""cuDNN fused flash attention with packed segments (NVIDIA Hopper or newer).
+
+jax.nn.dot_product_attention(implementation='cudnn') takes only one length per row.
+The packed route is cuDNN's ragged ("THD") layout: each row is described by the start
+offset and length of every contiguous segment, and the fused kernel runs each segment
+as its own sequence, skipping all cross-segment tiles and never building a T x T mask.
+jax exposes it through the q_offsets/kv_offsets arguments of
+jax._src.cudnn.fused_attention_stablehlo.dot_product_attention (not yet re-exported by
+jax.nn). Offsets are computed here from segment ids inside jit.
+
+Requirements: segments are contiguous runs in storage order and positions increase
+within a segment (natural layout; a zigzag stream is un-permuted by the caller); at
+most `max_segments` runs per row. Padding (id 0) is left out of every run; its
+inputs and outputs are zeroed so nothing the kernel leaves there leaks into values or
+gradients. XLA sizes the grid and the backward's fp32 workspaces for B * max_segments
+rows of length T, so keep max_segments tight (measurements in README.md).
+"""
+import jax
+import jax.numpy as jnp
+# The ragged-offset arguments are only on this (private) entry point.
+from jax._src.cudnn import fused_attention_stablehlo as cudnn_fa
+
+
+def segment_runs(seg_BxT, max_segments: int):
+  """(lengths_BxM, offsets_BxM1) of the non-padding contiguous runs, -1 filled."""
+  B, T = seg_BxT.shape
+  starts_BxT = jnp.concatenate(
+      [jnp.ones((B, 1), bool), seg_BxT[:, 1:] != seg_BxT[:, :-1]], axis=1)
+  run_BxT = jnp.cumsum(starts_BxT, axis=1) - 1
+  run_len_BxT = jnp.zeros((B, T), jnp.int32).at[jnp.arange(B)[:, None], run_BxT].add(1)
+  first_BxT = starts_BxT & (seg_BxT != 0)
+  offsets_BxM = jax.vmap(
+      lambda first_T: jnp.nonzero(first_T, size=max_segments, fill_value=-1)[0])(first_BxT)
+  offsets_BxM = offsets_BxM.astype(jnp.int32)
+  present_BxM = offsets_BxM >= 0
+  run_BxM = jnp.take_along_axis(run_BxT, jnp.maximum(offsets_BxM, 0), axis=1)
+  lengths_BxM = jnp.where(present_BxM, jnp.take_along_axis(run_len_BxT, run_BxM, axis=1), -1)
+  offsets_BxM1 = jnp.concatenate([offsets_BxM, jnp.full((B, 1), -1, jnp.int32)], axis=1)
+  return lengths_BxM, offsets_BxM1
+
+
+def cudnn_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, causal: bool, max_segments: int):
+  valid_BxTx1x1 = (seg_BxT != 0)[:, :, None, None]
+  q, k, v = (jnp.where(valid_BxTx1x1, x, 0) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
+  # The packed path switches on only with room for >= 2 segments per row.
+  lengths_BxM, offsets_BxM1 = segment_runs(seg_BxT, max(max_segments, 2))
+  mask_type = cudnn_fa.MaskType.PADDING_CAUSAL if causal else cudnn_fa.MaskType.PADDING
+  out = cudnn_fa.dot_product_attention(
+      q, k, v, q_seqlen=lengths_BxM, kv_seqlen=lengths_BxM, q_offsets=offsets_BxM1,
+      kv_offsets=offsets_BxM1, scale=q.shape[-1] ** -0.5, mask_type=mask_type,
+      qkv_layout="BTNH")
+  return jnp.where(valid_BxTx1x1, out, 0)
