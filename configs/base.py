@@ -40,7 +40,7 @@ def get_config():
   c.data.mixture = {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2}
   c.data.max_len = 131072
   c.data.num_patches = 4 * 131072    # patches per row (static); 4 per image token
-  c.data.global_batch_tokens = 32 * 131072   # 4M tokens = 32 rows of 128K
+  c.data.global_batch_tokens = 32 * 131072   # 4M = 4 * 2^20 tokens = 32 rows of 128K
   c.data.worker_count = 8
   c.data.worker_buffer_size = 1      # batches in flight per Grain worker (a row's patches are ~1 GB)
   c.data.seed = 0                    # shuffle/mix seed of the Grain loader (data.loader reads it)
@@ -64,7 +64,8 @@ def get_config():
   c.optim.grad_clip_norm = 1.0
 
   c.train = mlc.ConfigDict()
-  c.train.token_budget = 5e9
+  c.train.token_budget = 5 * 2**30    # the study's "5B" (it defines B = 2^30): 1280 steps
+  c.train.grad_accum_steps = 1       # micro-batches per step (rows split evenly)
   c.train.max_loss_tokens = 8192     # loss positions per global batch (answers are short)
   c.train.log_every = 1
   c.train.checkpoint_every = 50

@@ -17,7 +17,8 @@ from mmprolong_jax.model.config import ModelConfig
 def _run_lengths(ids_BxT: np.ndarray) -> list[int]:
   """Lengths of the runs of equal non-zero ids in each row."""
   out = []
-  for row in np.atleast_2d(ids_BxT):
+  ids = np.asarray(ids_BxT)
+  for row in ids.reshape(-1, ids.shape[-1]):
     cuts = np.r_[0, np.flatnonzero(row[1:] != row[:-1]) + 1, len(row)]
     out += [int(b - a) for a, b in zip(cuts[:-1], cuts[1:]) if row[a] != 0]
   return out

@@ -28,10 +28,12 @@ flags.DEFINE_integer("stop_after", 0, "Stop (with a checkpoint) after this many 
 def maybe_initialize_distributed(config):
   """jax.distributed.initialize for multi-process runs (SLURM, TPU slices, or explicit env)."""
   import jax
-  explicit = config.get("distributed", "auto")
+  explicit = str(config.get("distributed", "auto")).lower()
   multi = (int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "JAX_COORDINATOR_ADDRESS" in os.environ
            or "TPU_WORKER_HOSTNAMES" in os.environ)
-  if explicit is True or (explicit == "auto" and multi):
+  if explicit not in ("auto", "true", "false"):
+    raise ValueError(f"config.distributed must be auto, true or false, got {explicit!r}")
+  if explicit == "true" or (explicit == "auto" and multi):
     jax.distributed.initialize()
     logging.info("process %d of %d", jax.process_index(), jax.process_count())
 
@@ -47,6 +49,7 @@ def run(config, workdir: str, stop_after: int = 0) -> dict:
   from mmprolong_jax.flops import step_flops
   from mmprolong_jax.data.sources import make_source, steps_from_budget
   from mmprolong_jax.optim import lr_schedule
+  from mmprolong_jax.data.schema import TASKS
   from mmprolong_jax.train_step import make_train_step
 
   maybe_initialize_distributed(config)
@@ -72,8 +75,9 @@ def run(config, workdir: str, stop_after: int = 0) -> dict:
     print(f"resumed from step {start}", flush=True)
   start = start or 0
 
-  task_names = list(config.data.get("mixture", {}).keys())
-  step_fn = make_train_step(graphdef, tx, config.train.max_loss_tokens, len(task_names))
+  task_names = list(TASKS)  # task_id in batches indexes this tuple
+  step_fn = make_train_step(graphdef, tx, config.train.max_loss_tokens, len(task_names),
+                            config.train.grad_accum_steps)
   batch_spec = None
   train_step = None
   sp = mesh.shape["sequence"]
@@ -112,6 +116,7 @@ def run(config, workdir: str, stop_after: int = 0) -> dict:
       step += 1
       ran += 1
       if bool(m["loss_overflow"]):
+        checkpointer.save(step, state, source.get_state(), force=True)
         raise ValueError(f"step {step}: more loss positions than train.max_loss_tokens="
                          f"{config.train.max_loss_tokens}; raise it (e.g. for OCR data).")
       if step % config.train.log_every == 0 or step == total_steps:

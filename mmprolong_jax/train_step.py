@@ -27,29 +27,58 @@ def forward_hidden(model, batch):
 
 
 def loss_and_metrics(model, batch, max_loss_tokens: int, num_tasks: int):
+  """(summed nll, metrics); the caller divides by metrics['loss_tokens'] of the global batch."""
   hidden = forward_hidden(model, batch)
   nll_K, valid_K, index_K, overflow = masked_nll(
       hidden, batch["targets"], batch["loss_mask"], model.logits, max_loss_tokens)
-  n = valid_K.sum()
-  loss = nll_K.sum() / jnp.maximum(n, 1)
-  metrics = {"loss": loss, "loss_tokens": n, "loss_overflow": overflow}
+  metrics = {"nll_sum": nll_K.sum(), "loss_tokens": valid_K.sum(), "loss_overflow": overflow}
   if "task_id" in batch and num_tasks:
     task_K = jnp.take(batch["task_id"].reshape(-1), index_K)
     onehot = jax.nn.one_hot(task_K, num_tasks) * valid_K[:, None]
     metrics["task_loss_sum"] = (onehot * nll_K[:, None]).sum(0)
     metrics["task_tokens"] = onehot.sum(0)
-  return loss, metrics
+  return metrics["nll_sum"], metrics
+
+
+def _micro_batches(batch, n: int):
+  """Splits the row axis into n micro-batches (positions carry rows on axis 1)."""
+  def split(k, x):
+    axis = 1 if k == "positions" else 0
+    x = jnp.moveaxis(x, axis, 0)
+    x = x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    return jnp.moveaxis(x, 1, axis + 1)
+  return {k: split(k, v) for k, v in batch.items()}
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, max_loss_tokens: int,
-                    num_tasks: int = 0):
-  """step(state, batch) -> (state, metrics); pure, to be wrapped in jax.jit by the caller."""
+                    num_tasks: int = 0, grad_accum_steps: int = 1):
+  """step(state, batch) -> (state, metrics); pure, to be wrapped in jax.jit by the caller.
+
+  The loss is the mean over all loss tokens of the global batch; with gradient accumulation the
+  summed nll and its gradient are accumulated over micro-batches and divided once at the end, so
+  the result does not depend on how the batch is split. `max_loss_tokens` bounds each
+  micro-batch's loss positions.
+  """
+
+  def grads_of(params, batch):
+    fn = lambda p: loss_and_metrics(nnx.merge(graphdef, p), batch, max_loss_tokens, num_tasks)
+    return jax.grad(fn, has_aux=True)(params)
 
   def step(state: TrainState, batch):
-    def loss_fn(params):
-      return loss_and_metrics(nnx.merge(graphdef, params), batch, max_loss_tokens, num_tasks)
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if grad_accum_steps == 1:
+      grads, metrics = grads_of(state.params, batch)
+    else:
+      micro = _micro_batches(batch, grad_accum_steps)
+      def body(acc, mb):
+        g, m = grads_of(state.params, mb)
+        return jax.tree.map(jnp.add, acc, (g, m)), None
+      first = jax.tree.map(lambda x: x[0], micro)
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_of, state.params, first))
+      (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
+      metrics["loss_overflow"] = metrics["loss_overflow"] > 0
+    n = jnp.maximum(metrics["loss_tokens"], 1)
+    grads = jax.tree.map(lambda g: g / n, grads)
+    loss = metrics.pop("nll_sum") / n
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
@@ -60,8 +89,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, max_loss_tokens:
     new_state = TrainState(jax.tree.map(keep, params, state.params),
                            jax.tree.map(keep, opt_state, state.opt_state),
                            state.step + finite.astype(state.step.dtype))
-    metrics["grad_norm"] = grad_norm
-    metrics["finite"] = finite
+    metrics.update(loss=loss, grad_norm=grad_norm, finite=finite)
     return new_state, metrics
 
   return step

@@ -104,3 +104,15 @@ def test_nonfinite_loss_stops_after_saving_last_good_state(tmp_path):
   from mmprolong_jax import params as params_lib
   _, flat = params_lib.load_model_checkpoint(tmp_path / "w")
   assert all(np.isfinite(v).all() for v in flat.values())
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+  whole = _config(data=1, fsdp=1, sequence=1)
+  whole.attention.backend = "reference"
+  whole.train.token_budget = 3 * whole.data.global_batch_tokens
+  accum = whole.copy_and_resolve_references()
+  accum.train.grad_accum_steps = 2
+  train.run(whole, tmp_path / "whole")
+  train.run(accum, tmp_path / "accum")
+  a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "accum")
+  np.testing.assert_allclose([b[s] for s in (1, 2, 3)], [a[s] for s in (1, 2, 3)], rtol=2e-5)

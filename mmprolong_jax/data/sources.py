@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def steps_from_budget(token_budget: float, global_batch_tokens: int) -> int:
-  """Optimizer steps for a token budget (the study: 5e9 / 4,194,304 -> 1192 steps)."""
+  """Optimizer steps for a token budget (the study: 5 * 2^30 / 4 * 2^20 -> 1280 steps)."""
   if global_batch_tokens <= 0 or token_budget <= 0:
     raise ValueError(f"token_budget ({token_budget}) and global_batch_tokens "
                      f"({global_batch_tokens}) must be positive")
