@@ -18,6 +18,8 @@ def get_config():
   c.model.dtype = "bfloat16"         # activations
   c.model.param_dtype = "float32"    # master weights
   c.model.remat_policy = "full"      # per layer: none | full | dots_saveable | save_attention_out
+  c.model.overrides = {}             # ModelConfig fields (e.g. image_token_id for a custom tokenizer)
+  c.model.text_overrides = {}        # TextConfig fields (e.g. vocab_size)
 
   c.attention = mlc.ConfigDict()
   c.attention.backend = "ulysses"    # reference | blockwise | cudnn | splash | ring | ulysses
@@ -39,7 +41,10 @@ def get_config():
   c.data.shards = {"extract_single": "", "extract_multi": "", "reasoning": ""}
   c.data.mixture = {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2}
   c.data.max_len = 131072
-  c.data.num_patches = 4 * 131072    # patches per row (static); 4 per image token
+  # Patch slots per row (static). The vision tower splits a row's images over the `sequence`
+  # shards, balanced to within one image, so leave that much slack over the shard builder's
+  # --max_patches (its default, 4 * max_len, is never reached: rows always hold some text).
+  c.data.num_patches = 4 * 131072
   c.data.global_batch_tokens = 32 * 131072   # 4M = 4 * 2^20 tokens = 32 rows of 128K
   c.data.worker_count = 8
   c.data.worker_buffer_size = 1      # batches in flight per Grain worker (a row's patches are ~1 GB)

@@ -37,6 +37,10 @@ def model_config(config) -> config_lib.ModelConfig:
                                if m.preset == "tiny" and "tie_word_embeddings" in m else {}))
   cfg = cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy,
                     attention_backend=config.attention.backend)
+  if m.get("overrides"):        # top-level ModelConfig fields, e.g. special token ids
+    cfg = cfg.replace(**dict(m.overrides))
+  if m.get("text_overrides"):   # TextConfig fields, e.g. vocab_size
+    cfg = cfg.replace_text(**dict(m.text_overrides))
   if m.get("rope_theta"):
     cfg = cfg.replace_text(rope_theta=float(m.rope_theta))
   if m.get("max_position_embeddings"):

@@ -30,5 +30,6 @@ def make_source(config, model_cfg, *, process_index: int, process_count: int,
                            answer_len=s.answer_len, vision_shards=vision_shards)
   if d.source == "shards":
     from mmprolong_jax.data.loader import make_loader
-    return make_loader(d, model_cfg, process_index=process_index, process_count=process_count)
+    return make_loader(d, model_cfg, process_index=process_index, process_count=process_count,
+                       vision_shards=vision_shards)
   raise ValueError(f"unknown data.source {d.source!r}; use 'shards' or 'synthetic'")
