@@ -4,6 +4,8 @@ Not meant to be run directly: `configs/final.py` is the recipe, `configs/demo.py
 """
 import ml_collections as mlc
 
+from mmprolong_jax.data import loader
+
 
 def get_config():
   c = mlc.ConfigDict()
@@ -20,6 +22,7 @@ def get_config():
   c.model.remat_policy = "full"      # per layer: none | full | dots_saveable | save_attention_out
   c.model.overrides = {}             # ModelConfig fields (e.g. image_token_id for a custom tokenizer)
   c.model.text_overrides = {}        # TextConfig fields (e.g. vocab_size)
+  c.model.vision_overrides = {}      # VisionConfig fields (e.g. depth)
 
   c.attention = mlc.ConfigDict()
   c.attention.backend = "ulysses"    # reference | blockwise | cudnn | splash | ring | ulysses
@@ -36,22 +39,13 @@ def get_config():
   c.mesh.sequence = 2
   c.mesh.tensor = 1
 
-  c.data = mlc.ConfigDict()
+  c.data = loader.default_config()   # shards, mixture 40/40/20, 128K rows, 4M-token batches
   c.data.source = "shards"           # shards | synthetic
-  c.data.shards = {"extract_single": "", "extract_multi": "", "reasoning": ""}
-  c.data.mixture = {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2}
-  c.data.max_len = 131072
   # Patch slots per row (static). The vision tower splits a row's images over the `sequence`
   # shards, balanced to within one image, so leave that much slack over the shard builder's
   # --max_patches (its default, 4 * max_len, is never reached: rows always hold some text).
   c.data.num_patches = 4 * 131072
-  c.data.global_batch_tokens = 32 * 131072   # 4M = 4 * 2^20 tokens = 32 rows of 128K
-  c.data.worker_count = 8
-  c.data.worker_buffer_size = 1      # batches in flight per Grain worker (a row's patches are ~1 GB)
-  c.data.seed = 0                    # shuffle/mix seed of the Grain loader (data.loader reads it)
-  c.data.image_min_pixels = 56 * 56
-  c.data.image_max_pixels = 12845056
-  c.data.patch_dtype = "bfloat16"
+  c.data.patch_dtype = "bfloat16"    # halves host->device traffic; the tower computes in bf16
   c.data.synthetic = mlc.ConfigDict()
   c.data.synthetic.page_grid = (1, 114, 88)      # a US-letter page at 144 DPI: 2,508 tokens
   c.data.synthetic.pages_per_segment = (40,)

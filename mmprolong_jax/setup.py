@@ -41,6 +41,9 @@ def model_config(config) -> config_lib.ModelConfig:
     cfg = cfg.replace(**dict(m.overrides))
   if m.get("text_overrides"):   # TextConfig fields, e.g. vocab_size
     cfg = cfg.replace_text(**dict(m.text_overrides))
+  if m.get("vision_overrides"):  # VisionConfig fields, e.g. depth for reduced-depth benchmarks
+    cfg = cfg.replace_vision(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                for k, v in dict(m.vision_overrides).items()})
   if m.get("rope_theta"):
     cfg = cfg.replace_text(rope_theta=float(m.rope_theta))
   if m.get("max_position_embeddings"):

@@ -11,20 +11,23 @@ def steps_from_budget(token_budget: float, global_batch_tokens: int) -> int:
   return max(1, int(token_budget // global_batch_tokens))
 
 
+def rows_per_host(data_cfg, process_count: int) -> int:
+  rows, rem = divmod(data_cfg.global_batch_tokens, data_cfg.max_len)
+  if rem or rows % process_count:
+    raise ValueError(f"data.global_batch_tokens={data_cfg.global_batch_tokens} must be a multiple "
+                     f"of data.max_len={data_cfg.max_len} times the process count {process_count}")
+  return rows // process_count
+
+
 def make_source(config, model_cfg, *, process_index: int, process_count: int,
                 vision_shards: int = 1):
   """vision_shards: the mesh's sequence size (the vision tower is spread over it)."""
   d = config.data
-  rows = d.global_batch_tokens // d.max_len
-  if rows * d.max_len != d.global_batch_tokens:
-    raise ValueError(f"data.global_batch_tokens={d.global_batch_tokens} is not a multiple of "
-                     f"data.max_len={d.max_len}")
-  if rows % process_count:
-    raise ValueError(f"{rows} rows per batch do not split over {process_count} processes")
+  rows = rows_per_host(d, process_count)
   if d.source == "synthetic":
     from mmprolong_jax.data.synthetic import SyntheticSource
     s = d.synthetic
-    return SyntheticSource(config.seed + process_index, model_cfg, rows=rows // process_count,
+    return SyntheticSource(config.seed + process_index, model_cfg, rows=rows,
                            max_len=d.max_len, num_patches=d.num_patches,
                            page_grid=tuple(s.page_grid), pages_per_segment=tuple(s.pages_per_segment),
                            answer_len=s.answer_len, vision_shards=vision_shards)
