@@ -42,12 +42,12 @@ def check_attention():
 
   jax.config.update("jax_default_matmul_precision", "highest")
   rng = np.random.default_rng(0)
-  b, t, h, k, d = 1, 4096, 28, 4, 128
+  b, t, h, k, d = 1, int(os.environ.get("MGPU_T", 4096)), 28, 4, 128
   q, kk, v = (jnp.asarray(rng.standard_normal((b, t, n, d)), jnp.float32) for n in (h, k, k))
   seg = np.ones((b, t), np.int32)
-  seg[:, 1500:3000] = 2
-  seg[:, 3000:3900] = 3
-  seg[:, 3900:] = 0  # padding
+  seg[:, int(.37 * t):int(.73 * t)] = 2  # segments cross the shard boundary
+  seg[:, int(.73 * t):int(.95 * t)] = 3
+  seg[:, int(.95 * t):] = 0  # padding
   seg = jnp.asarray(seg)
   mesh = make_mesh({"data": 1, "fsdp": 1, "sequence": 2, "tensor": 1}, jax.devices()[:2])
   ref_cfg = AttentionConfig(backend="reference")

@@ -8,37 +8,25 @@ needs --config.data.shards and the token ids the demo sets). Measured on 2 cores
 from ~6.3 (ln of the ~510-token vocabulary) to ~4.1-4.7 in 40 steps, ~2.5 s per step.
 The study reported nothing for this config: it is a smoke run, not an experiment.
 """
-from configs import base
+from configs import tiny_cpu
 
 
 def get_config():
-  c = base.get_config()
-  c.model.preset = "tiny"
-  c.model.rope_theta = 1e6
+  c = tiny_cpu.get_config()           # tiny model, ring over data 2 x fsdp 2 x sequence 2
   c.model.max_position_embeddings = 8192
-  c.model.dtype = "float32"
-  c.model.remat_policy = "full"
-  c.attention.backend = "ring"
-  c.attention.local_backend = "blockwise"
   c.attention.block_q = 128
   c.attention.block_kv = 128
   c.attention.vision_block = 64
-  c.mesh.data = 2
-  c.mesh.fsdp = 2
-  c.mesh.sequence = 2
   c.data.source = "shards"
   c.data.shards = {}                # set by the demo from the built shard sets
   c.data.mixture = {}
   c.data.max_len = 4096
   c.data.num_patches = 4096
   c.data.global_batch_tokens = 4 * 4096
-  c.data.worker_count = 0
   c.data.image_max_pixels = 28 * 28 * 16   # ~16 tokens per page keeps the demo CPU-sized
-  c.data.patch_dtype = "float32"
   c.optim.peak_lr = 2e-3
   c.optim.final_lr = 2e-4
   c.train.token_budget = 40 * 4 * 4096
   c.train.max_loss_tokens = 4096
   c.train.checkpoint_every = 20
-  c.train.async_checkpointing = False
   return c
