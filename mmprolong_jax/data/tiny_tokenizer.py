@@ -9,6 +9,11 @@ from typing import Iterable
 
 from mmprolong_jax.data.chat import SPECIAL_TOKENS
 
+# Appended right after the learned vocabulary in this order, so with vocab_size=500 the ids match
+# the `tiny()` model preset: <|image_pad|> 500, <|video_pad|> 501, <|vision_start|> 502,
+# <|vision_end|> 503 (then <|im_start|>, <|im_end|>, <|endoftext|>).
+_ORDER = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
 # Qwen2's pre-tokenizer split pattern, so text splits like the real tokenizer's.
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -29,7 +34,7 @@ def build_tiny_tokenizer(out_dir: str | Path, corpus: Iterable[str], vocab_size:
   tok.train_from_iterator(corpus, trainers.BpeTrainer(
       vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
       show_progress=False))
-  tok.add_special_tokens(list(SPECIAL_TOKENS))
+  tok.add_special_tokens(list(_ORDER) + [t for t in SPECIAL_TOKENS if t not in _ORDER])
   fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                  pad_token="<|endoftext|>")
   out_dir = Path(out_dir)
