@@ -2,7 +2,7 @@
 
 A model plugs in by implementing `Generator`. The JAX model's generator lives in
 `mmprolong_jax.generate`, imported only when asked for, as
-`make_eval_generator(ckpt: str) -> Generator`.
+`make_eval_generator(ckpt: str, *, tokenizer, min_pixels, max_pixels) -> Generator`.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class ScriptedGenerator:
     return [self.replies[p.id] for p in batch]
 
 
-def load_jax_generator(ckpt: str) -> Generator:
+def load_jax_generator(ckpt: str, **options) -> Generator:
+  """options (tokenizer, min_pixels, max_pixels) go to make_eval_generator."""
   try:
     module = importlib.import_module("mmprolong_jax.generate")
   except ModuleNotFoundError as e:
@@ -54,6 +55,6 @@ def load_jax_generator(ckpt: str) -> Generator:
                      "JAX model), which this checkout does not have yet") from None
   factory = getattr(module, "make_eval_generator", None)
   if factory is None:
-    raise SystemExit("mmprolong_jax.generate must define make_eval_generator(ckpt: str) returning "
+    raise SystemExit("mmprolong_jax.generate must define make_eval_generator(ckpt, **options) returning "
                      "an object with generate(batch: list[Prompt], max_new_tokens: int) -> list[str]")
-  return factory(ckpt)
+  return factory(ckpt, **options)

@@ -96,7 +96,8 @@ def _generator(args: argparse.Namespace) -> generators.Generator:
   if args.generator == "jax":
     if args.ckpt is None:
       raise SystemExit("--generator jax needs --ckpt DIR")
-    return generators.load_jax_generator(args.ckpt)
+    return generators.load_jax_generator(args.ckpt, tokenizer=args.tokenizer,
+                                         min_pixels=args.min_pixels, max_pixels=args.max_pixels)
   return generators.EchoGenerator()
 
 
@@ -117,7 +118,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--max_new_tokens", type=int, default=128)
   p.add_argument("--max_samples", type=int, help="seeded subset per file (MMLongBench: 100 doc, 50 NIAH)")
   p.add_argument("--seed", type=int, default=0, help="subset draw and 256K/512K padding")
-  p.add_argument("--tokenizer", help="HF tokenizer for exact text counts when padding")
+  p.add_argument("--tokenizer", help="HF tokenizer folder: exact text counts when padding, and the "
+                 "JAX generator's tokenizer (default: the one in --ckpt)")
   p.add_argument("--min_pixels", type=int, default=MIN_PIXELS)
   p.add_argument("--max_pixels", type=int, default=MAX_PIXELS)
   p.add_argument("--judge_url", help="OpenAI-compatible base URL; without it there is no judge")

@@ -58,7 +58,10 @@ def fake_jax(monkeypatch):
   """Stands in for mmprolong_jax.generate, checking the hook's contract."""
   gen = Recorder()
   module = types.ModuleType("mmprolong_jax.generate")
-  module.make_eval_generator = lambda ckpt: gen
+  def make_eval_generator(ckpt, *, tokenizer, min_pixels, max_pixels):
+    gen.options = dict(ckpt=ckpt, tokenizer=tokenizer, min_pixels=min_pixels, max_pixels=max_pixels)
+    return gen
+  module.make_eval_generator = make_eval_generator
   monkeypatch.setitem(sys.modules, "mmprolong_jax.generate", module)
   return gen
 
@@ -180,3 +183,12 @@ def test_scripted_generator_by_id():
   assert gen.generate(batch, 8) == ["yes"]
   with pytest.raises(KeyError, match=r"no scripted reply for ids \['b'\]"):
     gen.generate([prompts.Prompt(id="b", messages=[], images=[])], 8)
+
+
+def test_jax_generator_gets_tokenizer_and_pixel_limits(bench, tmp_path, fake_jax):
+  from mmprolong_jax.data.tiny_tokenizer import build_tiny_tokenizer
+  tok = str(build_tiny_tokenizer(tmp_path / "tok", ["a few words of text"] * 20))
+  _main(bench, tmp_path / "out", "--tasks", "doc", "--lengths", "64K", "--tokenizer", tok,
+        "--min_pixels", "3136", "--max_pixels", "50176")
+  assert fake_jax.options == {"ckpt": "/ckpts/final", "tokenizer": tok, "min_pixels": 3136,
+                              "max_pixels": 50176}
