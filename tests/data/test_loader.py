@@ -202,3 +202,23 @@ def test_budget_and_batch_arithmetic():
   assert rows_per_host(cfg, 8) == 4
   with pytest.raises(ValueError, match="multiple"):
     rows_per_host(cfg, 3)
+
+
+def _host_records(args):
+  """Runs in a separate process: the (shard, index) records host `p` of 2 reads in one epoch."""
+  pattern, size, p = args
+  from mmprolong_jax.data import mixture as mixture_lib
+  ds = mixture_lib.mixed_records({"extract_single": pattern}, {"extract_single": 1}, seed=5,
+                                 process_index=p, process_count=2, window=size)
+  return sorted((r.shard, r.index) for r in (ds[i] for i in range((size + 1 - p) // 2)))
+
+
+def test_two_host_processes_cover_an_epoch_disjointly(built):
+  import multiprocessing
+  out, _ = built
+  pattern = schema.shard_glob(out, "extract_single")
+  size = len(ShardSource("extract_single", pattern))
+  with multiprocessing.get_context("spawn").Pool(2) as pool:
+    seen = [set(map(tuple, r)) for r in pool.map(_host_records, [(pattern, size, p) for p in (0, 1)])]
+  assert not seen[0] & seen[1]
+  assert len(seen[0] | seen[1]) == size
