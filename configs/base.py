@@ -4,7 +4,7 @@ Not meant to be run directly: `configs/final.py` is the recipe, `configs/demo.py
 """
 import ml_collections as mlc
 
-from mmprolong_jax.data import loader
+from mmprolong_jax.data import sources
 
 
 def get_config():
@@ -31,7 +31,7 @@ def get_config():
   c.attention.block_kv = 512
   c.attention.max_segments = 8         # cuDNN packed path: segments per row (per shard row)
   c.attention.vision_backend = "blockwise"   # see setup.attention_configs
-  c.attention.vision_block = 256       # one 112-px window = 256 patches
+  c.attention.vision_block = 64        # one 112-px window = 8 x 8 patches of 14 px
 
   c.mesh = mlc.ConfigDict()          # the study: Ulysses SP 2 x FSDP 4 per 8-GPU node
   c.mesh.data = 1
@@ -39,7 +39,7 @@ def get_config():
   c.mesh.sequence = 2
   c.mesh.tensor = 1
 
-  c.data = loader.default_config()   # shards, mixture 40/40/20, 128K rows, 4M-token batches
+  c.data = sources.default_config()   # shards, mixture 40/40/20, 128K rows, 4M-token batches
   c.data.source = "shards"           # shards | synthetic
   # Patch slots per row (static). The vision tower splits a row's images over the `sequence`
   # shards, balanced to within one image, so leave that much slack over the shard builder's

@@ -34,31 +34,11 @@ from __future__ import annotations
 
 
 import grain
-import ml_collections
 from absl import flags
 
 from mmprolong_jax.data import image_processing, mixture
-from mmprolong_jax.data.sources import rows_per_host
+from mmprolong_jax.data.sources import default_config, rows_per_host  # noqa: F401 (re-exported)
 from mmprolong_jax.data.featurize import BatchFeaturizer, use_cpu_for_jax
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The recipe's data section (Table 6: 40/40/20, 128K rows, 4M-token batches)."""
-  return ml_collections.ConfigDict({
-      "shards": {t: "" for t in ("extract_single", "extract_multi", "reasoning")},
-      "mixture": {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2},
-      "max_len": 131072,
-      # A row's image tokens are at most max_len and each is 4 patches.
-      "num_patches": 4 * 131072,
-      "global_batch_tokens": 4 * 2**20,
-      "seed": 0,
-      # benchmarks/README.md: one worker makes a 128K row every ~9 s; a GPU needs one per ~55 s.
-      "worker_count": 2,
-      "worker_buffer_size": 1,
-      "image_min_pixels": image_processing.MIN_PIXELS,
-      "image_max_pixels": image_processing.CHECKPOINT_MAX_PIXELS,
-      "patch_dtype": "float32",
-  })
 
 
 def make_loader(data_cfg, model_cfg, *, process_index: int = 0, process_count: int = 1,

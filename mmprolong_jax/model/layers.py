@@ -49,4 +49,7 @@ def maybe_remat(fn, policy: str):
     return fn
   if policy not in REMAT_POLICIES:
     raise ValueError(f"unknown remat policy {policy!r}; choose none or one of {sorted(REMAT_POLICIES)}")
-  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=False)
+  # prevent_cse=True: the layers run from a Python loop (not a scan), where XLA would otherwise
+  # fold the recomputation back into the forward pass and keep every activation (measured on an
+  # H100 at 32K: 47.7 -> 23.3 GiB of temporaries; benchmarks/README.md).
+  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=True)

@@ -1,0 +1,947 @@
+"""Full training step on one GPU: ours (JAX/Flax) vs HF transformers + PyTorch, same shape.
+
+    python3 benchmarks/train_step.py [--jobs PLAN] [--deadline SECONDS] [--out DIR] [--tiny]
+
+Model: Qwen2.5-VL-7B width, depth cut to fit one GPU: 4 LLM layers + 8 ViT blocks (full-attention
+blocks 3 and 7 of the 8), random weights, bf16 compute, per-layer rematerialization, answer-only
+loss, AdamW. One packed row = P US-letter pages at 144 DPI (grid 1x114x88 = 10,032 patches = 2,508
+image tokens + vision start/end = 2,510 tokens each) + 448 question tokens + a 32-token answer,
+P = (L - 512) // 2510 (12 pages at 32K, 25 at 64K, 52 at 128K), padded to L.
+
+Ours: `mmprolong_jax` as a training run would build it (configs/base.py keys; setup.init_state,
+make_train_step, jit with donated state): fp32 master weights and AdamW state, bf16 activations,
+model.remat_policy='full', attention.backend='cudnn' with attention.max_segments=2 (one document
+per row: the tightest bound the packed path allows), optax clip(1.0) + AdamW,
+train.max_loss_tokens=256 (= base.py's 8192 per 32-row batch, per row), the batch on the device
+before timing (host input not measured).
+Two prototype fixes live in this file and are switched on per job (see README "Training step"):
+  cse     layers.maybe_remat with prevent_cse=True: our layers are an unrolled Python loop and
+          prevent_cse=False lets XLA's CSE merge the recomputation into the forward pass (remat
+          undone: 47.7 GiB of XLA temporaries at 32K without it, 23.3 GiB with it);
+  vision  'fix' lays the 64-patch windows and the images out as batch rows and runs
+          jax.nn.dot_product_attention(implementation='cudnn') with per-row lengths ('fixxla':
+          implementation='xla'); 'asis' keeps what setup.attention_configs builds
+          (attention.vision_backend, 'blockwise' tiles of vision_block=256 in base.py).
+
+HF: Qwen2_5_VLForConditionalGeneration.from_config(Qwen2_5_VLConfig(**cfg.to_hf_dict())),
+attn_implementation='sdpa', torch.nn.attention.sdpa_kernel restricted to one backend
+('cudnn' or 'flash'), gradient_checkpointing_enable() (use_reentrant=False), bf16 parameters +
+torch.optim.AdamW(fused=True) (dtype 'bf16'; 'fp32' = fp32 parameters + autocast bf16),
+clip_grad_norm_(1.0); loss = lm_head on the answer positions of model.model(...)'s hidden states,
+mm_token_type_ids passed so the 3-D mRoPE positions are used.
+
+Model FLOPs (mmprolong_jax.flops.step_flops; rematerialization not counted):
+  6 * N_llm_matmul * tokens + 6 * d * V * loss_positions
+  + 6 * L_layers * H * D * sum(segment_len^2)                         (causal LLM attention)
+  + 6 * (patch_embed + ViT block params) * patches + 6 * merger params * patches / 4
+  + 12 * H_v * D_v * (windowed_blocks * sum(window^2) + full_blocks * sum(image^2))
+MFU = model FLOPs / step time / bf16 matmul ceiling (8192^3, measured in the same run, max of the
+jax and torch medians).
+
+Each framework/length runs in its own subprocess (sequentially: never two on the GPU), so an OOM
+or a compile failure is reported and the rest goes on. Prints a table last; writes
+train_step.json (and log.txt, worker logs) under --out (default $OUT, else ./bench_out).
+
+PLAN is a comma list of jobs:
+  ceil:jax  ceil:torch                    bf16 matmul ceiling
+  ours:L[:vision[:opts]]                  vision in {fix, fixxla, asis}; opts '+'-joined from
+                                          cse (remat prevent_cse=True), pbf16 (bf16 params),
+                                          parts, trace, quick (1 warm-up + 1 timed step)
+  hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick
+  A|B|...                                 run A; on OOM or error run B, ...
+  search:ours:L1/L2/...[:opts]  search:hf:L1/...[:backend]   largest trainable length: run
+                                          ascending, stop at the first failure (quick steps)
+
+    python3 benchmarks/train_step.py --analyze-trace OUT/trace_ours_65536.json.gz
+splits a traced step into vision fwd / LLM fwd / LLM bwd / vision bwd / optimizer (trace_phases).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+LLM_LAYERS, VIT_DEPTH, FULLATT = 4, 8, (3, 7)
+PAGE_GRID = (1, 114, 88)
+ANSWER_LEN = 32
+ROW_EXTRA = 512            # question text + answer: 448 + 32 tokens, plus slack
+MAX_LOSS_TOKENS = 256
+# Everything in the README table; more than one 9-minute GPU call holds (the README lists the
+# three --jobs plans that produced it), so --deadline skips what does not fit and says so.
+DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:fix:cse+trace,hf:32768:cudnn,hf:32768:flash,"
+                "ours:65536:fix:cse+trace,hf:65536:flash,ours:131072:fix:cse|ours:131072:fix:cse+pbf16,"
+                "hf:131072:flash:bf16:quick,search:ours:98304:cse,ours:32768:asis:cse+quick")
+TINY = {"page_grid": (1, 8, 8), "extra": 100}
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared: the row
+# ----------------------------------------------------------------------------------------------
+def row_shape(length: int, tiny: bool):
+  """(page grid, pages, segment length): pages + question text + answer, one segment."""
+  grid = TINY["page_grid"] if tiny else PAGE_GRID
+  extra = TINY["extra"] if tiny else ROW_EXTRA
+  per_page = grid[0] * grid[1] * grid[2] // 4 + 2
+  pages = max((length - extra) // per_page, 1)
+  seg_len = pages * per_page + extra - 32   # 32 tokens of slack stay padding
+  return grid, pages, min(seg_len, length)
+
+
+def model_cfg(length: int, tiny: bool, config=None):
+  """Our ModelConfig exactly as the trainer builds it from the benchmark's config, depth cut."""
+  from mmprolong_jax import setup
+  config = config or jax_config(length, tiny)
+  cfg = setup.model_config(config)
+  if tiny:
+    return cfg
+  return cfg.replace_text(num_layers=LLM_LAYERS).replace_vision(depth=VIT_DEPTH,
+                                                                 fullatt_block_indexes=FULLATT)
+
+
+def make_batch(cfg, length: int, tiny: bool):
+  """numpy batch in the loader's contract (synthetic_batch), patches in bf16."""
+  import numpy as np
+  import ml_dtypes
+  from mmprolong_jax.data.synthetic import synthetic_batch
+  grid, pages, seg_len = row_shape(length, tiny)
+  fill = (seg_len + 0.5) / length
+  batch = synthetic_batch(0, 0, cfg, rows=1, max_len=length, num_patches=4 * length,
+                          page_grid=grid, pages_per_segment=(pages,),
+                          answer_len=ANSWER_LEN, fill=fill)
+  batch["patches"] = batch["patches"].astype(ml_dtypes.bfloat16)
+  real = int((batch["segment_ids"] > 0).sum())
+  info = {"length": length, "pages": pages, "real_tokens": real,
+          "image_tokens": int((batch["input_ids"] == cfg.image_token_id).sum()),
+          "patches": int((batch["image_segments"] > 0).sum()),
+          "windows": int(batch["window_segments"].max()),
+          "loss_positions": int(batch["loss_mask"].sum())}
+  return batch, info
+
+
+def flops_of(cfg, batch):
+  """step_flops on the batch. The vision layout now carries a shard axis ([B, S, N/S]); flops.py
+  expects [B, N] (its row loop breaks on 3-D arrays), so the shard axis is folded first: runs never
+  cross a shard, so the run lengths are unchanged."""
+  from mmprolong_jax.flops import step_flops
+  b = dict(batch)
+  for k in ("window_segments", "image_segments"):
+    if b[k].ndim == 3:
+      b[k] = b[k].reshape(-1, b[k].shape[-1])
+  return {k: float(v) for k, v in step_flops(cfg, b).items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Prototype vision attention: windows / images as batch rows (monkeypatched into our tower)
+# ----------------------------------------------------------------------------------------------
+def segment_plan(seg_BxN, n_seg: int, seg_len: int):
+  """Slot layout putting contiguous run r (id r+1) at rows [r*seg_len, r*seg_len + len)."""
+  import jax
+  import jax.numpy as jnp
+  B, N = seg_BxN.shape
+  idx = jnp.arange(N, dtype=jnp.int32)
+  new = jnp.concatenate([jnp.ones((B, 1), bool), seg_BxN[:, 1:] != seg_BxN[:, :-1]], axis=1)
+  run_start = jax.lax.cummax(jnp.where(new, idx[None], 0), axis=1)
+  within = idx[None] - run_start
+  valid = (seg_BxN > 0) & (seg_BxN <= n_seg) & (within < seg_len)
+  dump = n_seg * seg_len
+  slot = jnp.where(valid, (seg_BxN - 1) * seg_len + within, dump).astype(jnp.int32)
+  b = jnp.arange(B)[:, None]
+  src = jnp.full((B, dump + 1), N, jnp.int32).at[b, slot].set(idx[None])[:, :dump]
+  lens = jnp.zeros((B, n_seg + 1), jnp.int32).at[b, jnp.where(valid, seg_BxN - 1, n_seg)].add(1)
+  return {"slot": slot, "src": src, "lens": jnp.maximum(lens[:, :n_seg], 1)}
+
+
+def batched_segment_attention(q, k, v, plan, n_seg, seg_len, impl):
+  import jax
+  import jax.numpy as jnp
+  B, N, H, D = q.shape
+  gather = jax.vmap(lambda x, i: x[i])
+
+  def to_rows(x):
+    xp = jnp.concatenate([x, jnp.zeros((B, 1) + x.shape[2:], x.dtype)], axis=1)
+    return gather(xp, plan["src"]).reshape(B * n_seg, seg_len, *x.shape[2:])
+
+  lens = plan["lens"].reshape(B * n_seg)
+  o = jax.nn.dot_product_attention(to_rows(q), to_rows(k), to_rows(v), query_seq_lengths=lens,
+                                   key_value_seq_lengths=lens, implementation=impl)
+  o = o.reshape(B, n_seg * seg_len, H, D)
+  o = jnp.concatenate([o, jnp.zeros((B, 1, H, D), o.dtype)], axis=1)
+  return gather(o, plan["slot"])
+
+
+def install_vision_fix(geom: dict):
+  """geom: windows, win_len, images, img_len, impl (static, from the host batch)."""
+  import jax.numpy as jnp
+  from mmprolong_jax.model import layers, rope
+  from mmprolong_jax.model import vision as V
+
+  original_attention = V.attention
+
+  def attention(q, k, v, *, segment_ids_BxT, causal, cfg, **kw):
+    if isinstance(segment_ids_BxT, dict):
+      p = segment_ids_BxT
+      return batched_segment_attention(q, k, v, p, p["n_seg"], p["seg_len"], geom["impl"])
+    return original_attention(q, k, v, segment_ids_BxT=segment_ids_BxT, causal=causal, cfg=cfg, **kw)
+
+  def tower_call(self, patches_BxNxP, layout, attn_cfg):
+    v = self.cfg.vision
+    b, n, _ = patches_BxNxP.shape
+    unit = v.merge_unit
+    x = self.patch_embed(patches_BxNxP.astype(self.cfg.dtype))
+    win_BxM = layout["window_index"]
+    x = jnp.take_along_axis(x.reshape(b, n // unit, unit, -1), win_BxM[:, :, None, None], axis=1)
+    x = x.reshape(b, n, -1)
+    angles = rope.vision_angles(layout["pos_hw"], v.head_dim, v.rope_theta)
+    full = set(v.fullatt_block_indexes)
+    plans = {}
+    for name, key, ns, sl in (("win", "window_segments", geom["windows"], geom["win_len"]),
+                              ("img", "image_segments", geom["images"], geom["img_len"])):
+      plans[name] = segment_plan(layout[key], ns, sl)
+
+    def run_block(blk, x, plan, ns, sl):
+      p = dict(plan)
+      p["n_seg"], p["seg_len"] = ns, sl
+      return blk(x, angles, p, attn_cfg)
+
+    def make(ns, sl):
+      return layers.maybe_remat(lambda blk, x, plan: run_block(blk, x, plan, ns, sl),
+                                self.cfg.remat_policy)
+
+    fns = {"win": make(geom["windows"], geom["win_len"]),
+           "img": make(geom["images"], geom["img_len"])}
+    for i, blk in enumerate(self.blocks):
+      name = "img" if i in full else "win"
+      x = fns[name](blk, x, plans[name])
+    merged_BxMxD = self.merger(x)
+    inverse_BxM = jnp.argsort(win_BxM, axis=1)
+    return jnp.take_along_axis(merged_BxMxD, inverse_BxM[:, :, None], axis=1)
+
+  V.attention = attention
+  V.VisionTower.__call__ = tower_call
+
+
+def install_remat_prevent_cse():
+  """Prototype fix: layers.maybe_remat with prevent_cse=True (jax's default). Our layers are a
+  Python loop, not a scan, and jax documents that prevent_cse=False there lets XLA's CSE merge the
+  recomputation with the forward pass, i.e. undo the rematerialization."""
+  from flax import nnx
+  from mmprolong_jax.model import layers
+
+  def maybe_remat(fn, policy: str):
+    if policy == "none":
+      return fn
+    return nnx.remat(fn, policy=layers.REMAT_POLICIES[policy], prevent_cse=True)
+
+  layers.maybe_remat = maybe_remat
+
+
+def vision_geometry(batch, impl: str) -> dict:
+  import numpy as np
+  win = batch["window_segments"].reshape(-1, batch["window_segments"].shape[-1])[0]
+  img = batch["image_segments"].reshape(-1, batch["image_segments"].shape[-1])[0]
+
+  def longest(seg):
+    ids, counts = np.unique(seg[seg > 0], return_counts=True)
+    # runs are contiguous (checked): the longest run is the largest count
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]] & (seg > 0))
+    assert len(starts) == len(ids), "segments are not contiguous runs"
+    return int(ids.max()), int(counts.max())
+
+  nw, lw = longest(win)
+  ni, li = longest(img)
+  assert lw <= 64, lw
+  return {"windows": nw, "win_len": 64, "images": ni, "img_len": -(-li // 64) * 64, "impl": impl}
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker: ours
+# ----------------------------------------------------------------------------------------------
+def jax_config(length: int, tiny: bool):
+  from configs import base
+  c = base.get_config()
+  if tiny:
+    c.model.preset = "tiny"
+    c.model.max_position_embeddings = 4096
+  c.attention.backend = "blockwise" if tiny else "cudnn"
+  c.attention.local_backend = "blockwise" if tiny else "cudnn"
+  c.attention.max_segments = 2
+  if tiny:
+    c.attention.block_q = c.attention.block_kv = 64
+  c.mesh.data = c.mesh.fsdp = c.mesh.sequence = c.mesh.tensor = 1
+  c.data.source = "synthetic"
+  c.data.max_len = length
+  c.data.num_patches = 4 * length
+  c.data.global_batch_tokens = length
+  c.train.max_loss_tokens = MAX_LOSS_TOKENS
+  return c
+
+
+def _median(xs):
+  return statistics.median(xs) if xs else None
+
+
+def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from mmprolong_jax import setup
+  from mmprolong_jax.train_step import make_train_step
+
+  length, vision = job["length"], job.get("vision", "fix")
+  opts = set(job.get("extra", "").split("+")) - {""}
+  res = {"framework": "ours", "length": length, "vision": vision, "options": sorted(opts),
+         "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+  t_start = time.perf_counter()
+  log = lambda msg: print(f"  [{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
+  if "cse" in opts:
+    install_remat_prevent_cse()
+  config = jax_config(length, tiny)
+  if "pbf16" in opts:
+    config.model.param_dtype = "bfloat16"
+  cfg = model_cfg(length, tiny, config)
+  res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
+  batch, info = make_batch(cfg, length, tiny)
+  log(f"batch ready: {info}")
+  res.update(info)
+  res["flops"] = flops_of(cfg, batch)
+  if vision.startswith("fix"):
+    impl = "xla" if (tiny or vision == "fixxla") else "cudnn"
+    geom = vision_geometry(batch, impl)
+    res["vision_geometry"] = geom
+    install_vision_fix(geom)
+  mesh = setup.mesh_from_config(config)
+  t0 = time.perf_counter()
+  with jax.set_mesh(mesh):
+    graphdef, tx, state, state_shard = setup.init_state(config, cfg, mesh, total_steps=1000)
+  jax.block_until_ready(state)
+  res["init_s"] = time.perf_counter() - t0
+  res["params"] = int(sum(x.size for x in jax.tree.leaves(state.params)))
+  log(f"state ready ({res['params'] / 1e9:.3f}B params) in {res['init_s']:.0f}s")
+  step_fn = make_train_step(graphdef, tx, config.train.max_loss_tokens, 0)
+  specs = setup.sharding.batch_specs(batch)
+  in_shard = {k: jax.sharding.NamedSharding(mesh, s) for k, s in specs.items()}
+  dbatch = {k: jax.device_put(v, in_shard[k]) for k, v in batch.items()}
+  train_step = jax.jit(step_fn, in_shardings=(state_shard, in_shard),
+                       out_shardings=(state_shard, None), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = train_step.lower(state, dbatch).compile()
+  res["compile_s"] = time.perf_counter() - t0
+  try:
+    ma = compiled.memory_analysis()
+    res["xla_temp_gib"] = ma.temp_size_in_bytes / 2**30
+    res["xla_args_gib"] = ma.argument_size_in_bytes / 2**30
+  except Exception:  # noqa: BLE001
+    pass
+  log(f"compiled in {res['compile_s']:.0f}s: XLA temp {res.get('xla_temp_gib', -1):.2f} GiB, "
+      f"arguments {res.get('xla_args_gib', -1):.2f} GiB")
+  print(f"MEMORY {job['name']}: temp {res.get('xla_temp_gib', -1):.2f} GiB args "
+        f"{res.get('xla_args_gib', -1):.2f} GiB compile {res['compile_s']:.0f}s", file=sys.stderr,
+        flush=True)
+  _write_partial(out_dir, dict(res, status="compiled"))
+  warmup, steps = (1, 1) if "quick" in opts else (1, 3)
+  times = []
+  m = None
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    state, m = compiled(state, dbatch)
+    jax.block_until_ready((state, m))
+    dt = time.perf_counter() - t0
+    if i >= warmup:
+      times.append(dt)
+    print(f"  ours L={length} step {i}: {dt:.3f}s loss={float(m['loss']):.4f} "
+          f"n={int(m['loss_tokens'])} finite={bool(m['finite'])}", flush=True)
+  res["step_times"] = times
+  res["step_s"] = _median(times)
+  res["loss"] = float(m["loss"])
+  res["loss_tokens"] = int(m["loss_tokens"])
+  res["finite"] = bool(m["finite"])
+  stats = jax.devices()[0].memory_stats() or {}
+  res["peak_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
+  res["bytes_limit_gib"] = stats.get("bytes_limit", 0) / 2**30
+  res["status"] = "ok"
+  _write_partial(out_dir, res)
+  if "trace" in opts:
+    res["trace"] = profile_step(compiled, state, dbatch, out_dir, f"ours_{length}")
+    state = res["trace"].pop("_state", state)
+    _write_partial(out_dir, res)
+  if "parts" in opts:
+    res["parts"] = time_parts(graphdef, tx, state, dbatch, cfg, config, mesh, length)
+  return res
+
+
+def _write_partial(out_dir, res):
+  path = os.environ.get("BENCH_PARTIAL")
+  if path:
+    with open(path, "w") as f:
+      json.dump(res, f)
+
+
+def profile_step(compiled, state, dbatch, out_dir, tag):
+  """One step under jax.profiler with a perfetto trace; summarizes GPU kernel time."""
+  import glob
+  import shutil
+  import jax
+  logdir = os.path.join("/tmp", f"prof_{tag}")
+  out = {}
+  try:
+    jax.profiler.start_trace(logdir, create_perfetto_trace=True)
+    t0 = time.perf_counter()
+    state, m = compiled(state, dbatch)
+    jax.block_until_ready((state, m))
+    out["wall_s"] = time.perf_counter() - t0
+    jax.profiler.stop_trace()
+    files = glob.glob(os.path.join(logdir, "**", "*.json.gz"), recursive=True)
+    if files:
+      out["summary"] = summarize_trace(files[0])
+      size = os.path.getsize(files[0])
+      out["trace_bytes"] = size
+      if size < 15 * 2**20:
+        shutil.copy(files[0], os.path.join(out_dir, f"trace_{tag}.json.gz"))
+  except Exception as e:  # noqa: BLE001
+    out["error"] = repr(e)[:500]
+  out["_state"] = state
+  return out
+
+
+def categorize(name: str) -> str:
+  n = name.lower()
+  if any(s in n for s in ("fmha", "flash", "sdpa", "cudnn", "attention")):
+    return "attention"
+  if any(s in n for s in ("gemm", "cublas", "cutlass", "xmma", "nvjet", "matmul", "dot", "wgmma",
+                          "sm90_")):
+    return "matmul"
+  if any(s in n for s in ("scatter", "gather", "dynamic")):
+    return "gather/scatter"
+  if any(s in n for s in ("reduce", "loop_", "fusion", "input_", "elementwise", "transpose",
+                          "copy", "convert", "concatenate", "broadcast")):
+    return "fusion/elementwise"
+  if "memset" in n or "memcpy" in n:
+    return "memcpy/memset"
+  return "other"
+
+
+def summarize_trace(path: str) -> dict:
+  """GPU time by category and the top kernels from a perfetto/chrome trace (json.gz)."""
+  import gzip
+  with gzip.open(path, "rt") as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  pname = {}
+  for e in events:
+    if e.get("ph") == "M" and e.get("name") == "process_name":
+      pname[e.get("pid")] = str(e.get("args", {}).get("name", ""))
+  gpu_pids = {p for p, n in pname.items() if "gpu" in n.lower() or "/device:" in n.lower()}
+  by_name, total = {}, 0.0
+  span = [float("inf"), 0.0]
+  for e in events:
+    if e.get("ph") != "X" or e.get("pid") not in gpu_pids:
+      continue
+    dur = float(e.get("dur", 0))
+    name = str(e.get("name", ""))
+    args = e.get("args", {}) or {}
+    kname = str(args.get("kernel_name", args.get("name", "")))
+    key = name if not kname else f"{name} | {kname[:80]}"
+    by_name[key] = by_name.get(key, 0.0) + dur
+    total += dur
+    span[0] = min(span[0], float(e.get("ts", 0)))
+    span[1] = max(span[1], float(e.get("ts", 0)) + dur)
+  cats = {}
+  for k, d in by_name.items():
+    c = categorize(k)
+    cats[c] = cats.get(c, 0.0) + d
+  top = sorted(by_name.items(), key=lambda kv: -kv[1])[:30]
+  return {"gpu_busy_s": total / 1e6, "gpu_span_s": max(span[1] - span[0], 0) / 1e6,
+          "by_category_s": {k: v / 1e6 for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
+          "top": [(k, v / 1e6) for k, v in top], "gpu_processes": sorted(pname[p] for p in gpu_pids)}
+
+
+def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_DEPTH) -> dict:
+  """Splits one step's GPU timeline (perfetto trace of profile_step) into phases, using the cuDNN
+  attention kernels as landmarks. The step runs: vision forward (V fprops), LLM forward (L
+  fprops) and the head, then per LLM layer a recomputed fprop + bprop (last layer first), then the
+  same for the V vision blocks, then the fused AdamW update (a run of `select` fusions: the
+  update is fused into the keep-if-finite where()). Boundaries are kernel starts, so a few ms of
+  each layer's pre-attention work (norm, QKV) land in the previous phase."""
+  import gzip
+  with gzip.open(path, "rt") as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  pname = {e.get("pid"): str(e.get("args", {}).get("name", "")) for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}
+  ev = sorted((e for e in events if e.get("ph") == "X" and "/device:" in pname.get(e.get("pid"), "")),
+              key=lambda e: e["ts"])
+  att = [i for i, e in enumerate(ev) if "sdpa" in e["name"] and ("fprop" in e["name"] or
+                                                                  "bprop" in e["name"])]
+  V, L = vit_blocks, llm_layers
+  if len(att) != 2 * (V + L) + V + L:
+    return {"error": f"expected {3 * (V + L)} attention kernels, found {len(att)}"}
+  end = ev[-1]["ts"] + ev[-1]["dur"]
+  opt = len(ev)
+  while opt > 0 and ("select" in ev[opt - 1]["name"] or "reduce" in ev[opt - 1]["name"]
+                     or ev[opt - 1]["name"].startswith("Memset")):
+    opt -= 1
+  t = lambda i: ev[i]["ts"]
+  cuts = [ev[0]["ts"], t(att[V]), t(att[V + L]), t(att[V + 3 * L]), t(opt), end]
+  names = ["vision_fwd", "llm_fwd_head", "llm_bwd_recompute", "vision_bwd_recompute", "optimizer"]
+  out = {n: (b - a) / 1e6 for n, a, b in zip(names, cuts[:-1], cuts[1:])}
+  att_s = {"llm_fwd": 0.0, "llm_recompute": 0.0, "llm_bwd": 0.0, "vis_fwd": 0.0,
+           "vis_recompute": 0.0, "vis_bwd": 0.0}
+  for k, i in enumerate(att):
+    d = ev[i]["dur"] / 1e6
+    if k < V:
+      att_s["vis_fwd"] += d
+    elif k < V + L:
+      att_s["llm_fwd"] += d
+    elif k < V + 3 * L:
+      att_s["llm_recompute" if "fprop" in ev[i]["name"] else "llm_bwd"] += d
+    else:
+      att_s["vis_recompute" if "fprop" in ev[i]["name"] else "vis_bwd"] += d
+  out["attention_kernels_s"] = att_s
+  out["step_gpu_s"] = (end - ev[0]["ts"]) / 1e6
+  return out
+
+
+def time_parts(graphdef, tx, state, dbatch, cfg, config, mesh, length):
+  """Times pieces of the step separately: vision fwd+bwd, LLM(+head) fwd+bwd on given embeddings,
+  full fwd+bwd without the update, and the optimizer update alone."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from mmprolong_jax.loss import masked_nll
+  from mmprolong_jax.train_step import VISION_KEYS, TrainState, loss_and_metrics
+
+  params = state.params
+  vis_keys = [k for k in params if k.startswith("visual.")]
+  vis = {k: params[k] for k in vis_keys}
+  rest = {k: v for k, v in params.items() if k not in vis}
+  out = {}
+
+  def timeit(name, fn, *args, n=3):
+    try:
+      t0 = time.perf_counter()
+      c = jax.jit(fn).lower(*args).compile()
+      comp = time.perf_counter() - t0
+      jax.block_until_ready(c(*args))
+      ts = []
+      for _ in range(n):
+        t0 = time.perf_counter()
+        jax.block_until_ready(c(*args))
+        ts.append(time.perf_counter() - t0)
+      out[name] = {"s": _median(ts), "times": ts, "compile_s": comp}
+    except Exception as e:  # noqa: BLE001
+      out[name] = {"error": repr(e)[:400]}
+    print(f"  part {name}: {out[name]}", flush=True)
+
+  def vis_loss(vp, rp, b):
+    model = nnx.merge(graphdef, {**vp, **rp})
+    layout = {k: b[k] for k in VISION_KEYS if k in b}
+    if hasattr(model, "_vision_features"):   # layout with a shard axis
+      f = model._vision_features(b["patches"], layout)
+    else:
+      f = model.visual(b["patches"], layout, model.vision_attn_cfg)
+    return jnp.mean(jnp.square(f.astype(jnp.float32)))
+
+  def llm_loss(rp, vp, emb, b):
+    model = nnx.merge(graphdef, {**vp, **rp})
+    t = b["input_ids"].shape[1]
+    tp = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), b["input_ids"].shape)
+    h = model.language_model(emb, b["positions"], b["segment_ids"], tp, model.attn_cfg)
+    nll, valid, _, _ = masked_nll(h, b["targets"], b["loss_mask"], model.logits,
+                                  config.train.max_loss_tokens)
+    return nll.sum() / jnp.maximum(valid.sum(), 1)
+
+  def full_grad(p, b):
+    return jax.grad(lambda p: loss_and_metrics(nnx.merge(graphdef, p), b,
+                                               config.train.max_loss_tokens, 0)[0])(p)
+
+  with jax.set_mesh(mesh):
+    timeit("fwd_bwd_full", full_grad, params, dbatch)
+    timeit("vision_fwd_bwd", jax.grad(vis_loss), vis, rest, dbatch)
+    emb = (jax.random.normal(jax.random.key(0), dbatch["input_ids"].shape + (cfg.text.hidden_size,))
+           * 0.02).astype(cfg.dtype)
+    timeit("llm_head_fwd_bwd", jax.grad(llm_loss), rest, vis, emb, dbatch)
+    del emb
+
+    def opt_only(st, g):
+      updates, opt_state = tx.update(g, st.opt_state, st.params)
+      p = optax.apply_updates(st.params, updates)
+      gn = optax.global_norm(g)
+      ok = jnp.isfinite(gn)
+      keep = lambda new, old: jnp.where(ok, new, old)
+      return TrainState(jax.tree.map(keep, p, st.params), jax.tree.map(keep, opt_state, st.opt_state),
+                        st.step + 1)
+
+    grads = jax.tree.map(lambda x: x * 1e-3, params)
+    timeit("optimizer", opt_only, state, grads)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker: HF transformers + PyTorch
+# ----------------------------------------------------------------------------------------------
+def worker_hf(job: dict, tiny: bool, out_dir: str) -> dict:
+  import numpy as np
+  length, backend, dtype = job["length"], job.get("backend", "flash"), job.get("dtype", "bf16")
+  opts = set(job.get("extra", "").split("+")) - {""}
+  cfg = model_cfg(length, tiny)
+  batch, info = make_batch(cfg, length, tiny)
+  flops = flops_of(cfg, batch)
+
+  import torch
+  import transformers
+  from torch.nn.attention import SDPBackend, sdpa_kernel
+  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+  dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  res = {"framework": "hf", "length": length, "backend": backend, "dtype": dtype,
+         "torch": torch.__version__, "transformers": transformers.__version__,
+         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "flops": flops}
+  res.update(info)
+  hf_cfg = Qwen2_5_VLConfig(**cfg.to_hf_dict())
+  pdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+  t0 = time.perf_counter()
+  torch.manual_seed(0)
+  with torch.device(dev):
+    try:
+      model = Qwen2_5_VLForConditionalGeneration._from_config(
+          hf_cfg, attn_implementation="sdpa", dtype=pdtype)
+    except TypeError:
+      model = Qwen2_5_VLForConditionalGeneration._from_config(
+          hf_cfg, attn_implementation="sdpa", torch_dtype=pdtype)
+  model.to(dev)
+  model.train()
+  model.config.use_cache = False
+  model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+  res["params"] = sum(p.numel() for p in model.parameters())
+  res["param_dtype"] = str(next(model.parameters()).dtype)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), eps=1e-8,
+                          weight_decay=0.1, fused=dev.type == "cuda")
+  res["init_s"] = time.perf_counter() - t0
+
+  real = info["real_tokens"]
+  ids_np = batch["input_ids"][0, :real].astype(np.int64)
+  n_patches = info["patches"]
+  pages = info["pages"]
+  grid = TINY["page_grid"] if tiny else PAGE_GRID
+  ids = torch.from_numpy(ids_np)[None].to(dev)
+  mm = (ids == cfg.image_token_id).to(torch.int32)
+  pv = torch.from_numpy(np.asarray(batch["patches"][0, :n_patches], np.float32)).to(dev, pdtype)
+  thw = torch.tensor([list(grid)] * pages, dtype=torch.long, device=dev)
+  pos_np = np.flatnonzero(batch["loss_mask"][0, :real])
+  ans = torch.from_numpy(pos_np).to(dev)
+  tgt = torch.from_numpy(batch["targets"][0, pos_np].astype(np.int64)).to(dev)
+  backends = {"cudnn": [SDPBackend.CUDNN_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
+              "efficient": [SDPBackend.EFFICIENT_ATTENTION], "math": [SDPBackend.MATH]}[backend]
+  autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "fp32"
+              else torch.autocast(dev.type, enabled=False))
+
+  def step():
+    with sdpa_kernel(backends):
+      with autocast:
+        out = model.model(input_ids=ids, pixel_values=pv, image_grid_thw=thw, mm_token_type_ids=mm,
+                          use_cache=False)
+        h = out.last_hidden_state[0, ans]
+        logits = model.lm_head(h).float()
+        loss = torch.nn.functional.cross_entropy(logits, tgt)
+      loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+  warmup, steps = (1, 1) if "quick" in opts else (1, 3)
+  times = []
+  for i in range(warmup + steps):
+    if dev.type == "cuda":
+      torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    loss = step()
+    lv = float(loss.item())
+    if dev.type == "cuda":
+      torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    if i >= warmup:
+      times.append(dt)
+    print(f"  hf L={length} {backend}/{dtype} step {i}: {dt:.3f}s loss={lv:.4f}", flush=True)
+  res["step_times"] = times
+  res["step_s"] = _median(times)
+  res["loss"] = lv
+  res["loss_tokens"] = int(len(pos_np))
+  if dev.type == "cuda":
+    res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+  res["status"] = "ok"
+  return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker: matmul ceiling
+# ----------------------------------------------------------------------------------------------
+def worker_ceiling(job: dict, tiny: bool, out_dir: str) -> dict:
+  n = 1024 if tiny else 8192
+  reps, inner = (5, 2) if tiny else (30, 10)
+  flop = 2.0 * n ** 3
+  if job["which"] == "jax":
+    import jax
+    import jax.numpy as jnp
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), jnp.bfloat16)
+    b = jax.random.normal(kb, (n, n), jnp.bfloat16)
+    f = jax.jit(lambda a, b: a @ b)
+    for _ in range(3):
+      f(a, b).block_until_ready()
+    ts = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      for _ in range(inner):
+        c = f(a, b)
+      c.block_until_ready()
+      ts.append((time.perf_counter() - t0) / inner)
+    dev = jax.devices()[0].device_kind
+  else:
+    import torch
+    dev_t = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    a = torch.randn(n, n, device=dev_t, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=dev_t, dtype=torch.bfloat16)
+    for _ in range(3):
+      c = a @ b
+    ts = []
+    if dev_t.type == "cuda":
+      torch.cuda.synchronize()
+      for _ in range(reps):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(inner):
+          c = a @ b
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1) / 1e3 / inner)
+      dev = torch.cuda.get_device_name()
+    else:
+      for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+          c = a @ b
+        ts.append((time.perf_counter() - t0) / inner)
+      dev = "cpu"
+  med = _median(ts)
+  return {"framework": f"ceiling-{job['which']}", "n": n, "median_s": med, "tflops": flop / med / 1e12,
+          "max_tflops": flop / min(ts) / 1e12, "device": dev, "status": "ok"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------
+def parse_job(s: str) -> dict:
+  if "|" in s:
+    return {"kind": "alt", "alts": [parse_job(a) for a in s.split("|")], "name": s}
+  p = s.split(":")
+  if p[0] == "ceil":
+    return {"kind": "ceil", "which": p[1], "name": s}
+  if p[0] == "ours":
+    return {"kind": "ours", "length": int(p[1]), "vision": p[2] if len(p) > 2 else "fix",
+            "extra": p[3] if len(p) > 3 else "", "name": s}
+  if p[0] == "hf":
+    return {"kind": "hf", "length": int(p[1]), "backend": p[2] if len(p) > 2 else "flash",
+            "dtype": p[3] if len(p) > 3 else "bf16", "extra": p[4] if len(p) > 4 else "", "name": s}
+  if p[0] == "search":
+    return {"kind": "search", "fw": p[1], "lengths": [int(x) for x in p[2].split("/")],
+            "opt": p[3] if len(p) > 3 else "", "name": s}
+  raise ValueError(f"bad job {s!r}")
+
+
+def worker_main(args):
+  job = json.loads(args.worker)
+  try:
+    fn = {"ours": worker_ours, "hf": worker_hf, "ceil": worker_ceiling}[job["kind"]]
+    res = fn(job, args.tiny, args.out)
+  except BaseException as e:  # noqa: BLE001
+    msg = f"{type(e).__name__}: {e}"
+    oom = any(s in msg for s in ("RESOURCE_EXHAUSTED", "OutOfMemory", "out of memory",
+                                 "Out of memory", "CUDA out of memory"))
+    res = {"status": "oom" if oom else "error", "error": msg[:1500]}
+    traceback.print_exc()
+  res["job"] = job["name"]
+  with open(args.result, "w") as f:
+    json.dump(res, f, default=str)
+
+
+def run_job(job: dict, args, deadline: float, log) -> dict:
+  """Runs one worker in its own process group; returns its result dict."""
+  remaining = deadline - time.time()
+  if remaining < 45:
+    return {"job": job["name"], "status": "skipped", "error": "deadline"}
+  import tempfile
+  res_path = os.path.join(tempfile.gettempdir(), f"bench_res_{os.getpid()}.json")
+  part_path = res_path + ".partial"
+  for p in (res_path, part_path):
+    if os.path.exists(p):
+      os.remove(p)
+  env = dict(os.environ)
+  env.update(PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false",
+             XLA_PYTHON_CLIENT_MEM_FRACTION="0.97", BENCH_PARTIAL=part_path,
+             TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "1"))
+  if job["kind"] == "hf":
+    env["JAX_PLATFORMS"] = "cpu"   # jax only builds the synthetic row's positions there
+    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+  if job["kind"] == "ceil" and job["which"] == "torch":
+    env["JAX_PLATFORMS"] = "cpu"
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job), "--result",
+         res_path, "--out", args.out] + (["--tiny"] if args.tiny else [])
+  t0 = time.time()
+  log.write(f"\n===== {job['name']} =====\n")
+  log.flush()
+  log_start = log.tell()
+  proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                          start_new_session=True)
+  timeout = min(remaining - 20, args.job_timeout)
+  try:
+    proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  wall = time.time() - t0
+  if os.path.exists(res_path):
+    with open(res_path) as f:
+      res = json.load(f)
+  elif os.path.exists(part_path):
+    with open(part_path) as f:
+      res = json.load(f)
+    res["note"] = f"worker killed after the main measurement (rc {proc.returncode})"
+  else:
+    res = {"status": "timeout" if wall >= timeout - 1 else "crash",
+           "error": f"rc={proc.returncode} after {wall:.0f}s"}
+  res["job"] = job["name"]
+  res["wall_s"] = wall
+  try:
+    with open(log.name) as f:
+      f.seek(log_start)
+      lines = [l.rstrip() for l in f.read().splitlines() if l.strip()]
+    res["log_tail"] = lines[-4:]
+    if res.get("status") not in ("ok",):
+      print("    | " + "\n    | ".join(l[:220] for l in lines[-3:]), flush=True)
+  except Exception:  # noqa: BLE001
+    pass
+  return res
+
+
+def ceiling_of(results) -> float | None:
+  vals = [r["tflops"] for r in results if r.get("framework", "").startswith("ceiling") and
+          r.get("status") == "ok"]
+  return max(vals) if vals else None
+
+
+def fmt_table(results, ceiling) -> str:
+  lines = []
+  hdr = (f"{'job':<28} {'status':<7} {'tokens':>7} {'step s':>7} {'tok/s':>8} {'TFLOP/s':>8} "
+         f"{'MFU%':>6} {'peak GiB':>8} {'compile':>7}")
+  lines.append(hdr)
+  lines.append("-" * len(hdr))
+  for r in results:
+    if r.get("framework", "").startswith("ceiling"):
+      lines.append(f"{r['job']:<28} {r.get('status', '?'):<7} bf16 8192^3 matmul: "
+                   f"{r.get('tflops', 0):.0f} TFLOP/s median ({r.get('device', '')})")
+      continue
+    st = r.get("status", "?")
+    if st != "ok":
+      err = (r.get("error") or "")[:150].replace("\n", " ")
+      lines.append(f"{r['job']:<28} {st:<7} {err}")
+      continue
+    fl = sum(r["flops"].values())
+    step = r["step_s"]
+    tf = fl / step / 1e12
+    mfu = 100 * tf / ceiling if ceiling else float("nan")
+    lines.append(f"{r['job']:<28} {st:<7} {r['real_tokens']:>7} {step:>7.3f} "
+                 f"{r['real_tokens'] / step:>8.0f} {tf:>8.1f} {mfu:>6.1f} "
+                 f"{r.get('peak_gib', float('nan')):>8.1f} {r.get('compile_s', 0):>7.0f}")
+  return "\n".join(lines)
+
+
+def driver_main(args):
+  os.makedirs(args.out, exist_ok=True)
+  deadline = time.time() + args.deadline
+  plan = [parse_job(s) for s in args.jobs.split(",") if s]
+  results = []
+  json_path = os.path.join(args.out, "train_step.json")
+  with open(os.path.join(args.out, "log.txt"), "a") as log:
+    for job in plan:
+      if job["kind"] == "search":
+        for length in job["lengths"]:
+          if job["fw"] == "ours":
+            sub = parse_job(f"ours:{length}:fix:quick+{job['opt']}")
+          else:
+            sub = parse_job(f"hf:{length}:{job['opt'] or 'flash'}:bf16:quick")
+          sub["name"] = f"search:{sub['name']}"
+          r = run_job(sub, args, deadline, log)
+          results.append(r)
+          print(f"[{time.strftime('%H:%M:%S')}] {sub['name']}: {r.get('status')} "
+                f"step={r.get('step_s')} peak={r.get('peak_gib')} wall={r.get('wall_s', 0):.0f}s",
+                flush=True)
+          if r.get("status") != "ok":
+            break
+      elif job["kind"] == "alt":
+        for alt in job["alts"]:
+          r = run_job(alt, args, deadline, log)
+          results.append(r)
+          print(f"[{time.strftime('%H:%M:%S')}] {alt['name']}: {r.get('status')} "
+                f"step={r.get('step_s')} peak={r.get('peak_gib')} wall={r.get('wall_s', 0):.0f}s "
+                f"{(r.get('error') or '')[:200]}", flush=True)
+          if r.get("status") not in ("oom", "error"):
+            break
+      else:
+        r = run_job(job, args, deadline, log)
+        results.append(r)
+        print(f"[{time.strftime('%H:%M:%S')}] {job['name']}: {r.get('status')} "
+              f"step={r.get('step_s')} peak={r.get('peak_gib')} wall={r.get('wall_s', 0):.0f}s "
+              f"{(r.get('error') or '')[:200]}", flush=True)
+      ceiling = ceiling_of(results)
+      for x in results:
+        if x.get("status") == "ok" and "flops" in x and x.get("step_s"):
+          fl = sum(x["flops"].values())
+          x["model_tflops"] = fl / x["step_s"] / 1e12
+          x["tokens_per_s"] = x["real_tokens"] / x["step_s"]
+          x["mfu"] = x["model_tflops"] / ceiling if ceiling else None
+      with open(json_path, "w") as f:
+        json.dump({"ceiling_tflops": ceiling, "results": results}, f, indent=1, default=str)
+  ceiling = ceiling_of(results)
+  for r in results:
+    for key in ("parts", "trace"):
+      if key in r:
+        print(f"--- {r['job']} {key}: " + json.dumps(r[key], default=str)[:2500])
+  print(f"\nceiling (max of jax/torch medians): {ceiling}")
+  print(fmt_table(results, ceiling))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--jobs", default=DEFAULT_PLAN)
+  ap.add_argument("--deadline", type=float, default=520.0, help="seconds for the whole run")
+  ap.add_argument("--job-timeout", type=float, default=400.0)
+  ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(REPO, "bench_out"))
+  ap.add_argument("--tiny", action="store_true", help="tiny model, CPU-friendly smoke test")
+  ap.add_argument("--analyze-trace", help="print trace_phases() of a saved trace_*.json.gz")
+  ap.add_argument("--worker", help=argparse.SUPPRESS)
+  ap.add_argument("--result", help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  if args.analyze_trace:
+    print(json.dumps(trace_phases(args.analyze_trace), indent=1))
+  elif args.worker:
+    worker_main(args)
+  else:
+    driver_main(args)
+
+
+if __name__ == "__main__":
+  main()
