@@ -1,11 +1,12 @@
-"""Profiler traces of the train-step benchmark: capture and split into phases."""
+"""Where the train-step benchmark's time goes: profiler traces split into phases, and the
+vision / LLM / optimizer parts timed separately."""
 from __future__ import annotations
 
 import json
 import os
 import time
 
-from bench_common import LLM_LAYERS, VIT_DEPTH
+from bench_common import LLM_LAYERS, VIT_DEPTH, _median
 
 def profile_step(compiled, state, dbatch, out_dir, tag):
   """One step under jax.profiler with a perfetto trace; summarizes GPU kernel time."""
@@ -132,3 +133,77 @@ def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_
   return out
 
 
+def time_parts(graphdef, tx, state, dbatch, cfg, config, mesh, length):
+  """Times pieces of the step separately: vision fwd+bwd, LLM(+head) fwd+bwd on given embeddings,
+  full fwd+bwd without the update, and the optimizer update alone."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from mmprolong_jax.loss import masked_nll
+  from mmprolong_jax.train_step import VISION_KEYS, TrainState, loss_and_metrics
+
+  params = state.params
+  vis_keys = [k for k in params if k.startswith("visual.")]
+  vis = {k: params[k] for k in vis_keys}
+  rest = {k: v for k, v in params.items() if k not in vis}
+  out = {}
+
+  def timeit(name, fn, *args, n=3):
+    try:
+      t0 = time.perf_counter()
+      c = jax.jit(fn).lower(*args).compile()
+      comp = time.perf_counter() - t0
+      jax.block_until_ready(c(*args))
+      ts = []
+      for _ in range(n):
+        t0 = time.perf_counter()
+        jax.block_until_ready(c(*args))
+        ts.append(time.perf_counter() - t0)
+      out[name] = {"s": _median(ts), "times": ts, "compile_s": comp}
+    except Exception as e:  # noqa: BLE001
+      out[name] = {"error": repr(e)[:400]}
+    print(f"  part {name}: {out[name]}", flush=True)
+
+  def vis_loss(vp, rp, b):
+    model = nnx.merge(graphdef, {**vp, **rp})
+    layout = {k: b[k] for k in VISION_KEYS if k in b}
+    if hasattr(model, "_vision_features"):   # layout with a shard axis
+      f = model._vision_features(b["patches"], layout)
+    else:
+      f = model.visual(b["patches"], layout, model.vision_attn_cfg)
+    return jnp.mean(jnp.square(f.astype(jnp.float32)))
+
+  def llm_loss(rp, vp, emb, b):
+    model = nnx.merge(graphdef, {**vp, **rp})
+    t = b["input_ids"].shape[1]
+    tp = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), b["input_ids"].shape)
+    h = model.language_model(emb, b["positions"], b["segment_ids"], tp, model.attn_cfg)
+    nll, valid, _, _ = masked_nll(h, b["targets"], b["loss_mask"], model.logits,
+                                  config.train.max_loss_tokens)
+    return nll.sum() / jnp.maximum(valid.sum(), 1)
+
+  def full_grad(p, b):
+    return jax.grad(lambda p: loss_and_metrics(nnx.merge(graphdef, p), b,
+                                               config.train.max_loss_tokens, 0)[0])(p)
+
+  with jax.set_mesh(mesh):
+    timeit("fwd_bwd_full", full_grad, params, dbatch)
+    timeit("vision_fwd_bwd", jax.grad(vis_loss), vis, rest, dbatch)
+    emb = (jax.random.normal(jax.random.key(0), dbatch["input_ids"].shape + (cfg.text.hidden_size,))
+           * 0.02).astype(cfg.dtype)
+    timeit("llm_head_fwd_bwd", jax.grad(llm_loss), rest, vis, emb, dbatch)
+    del emb
+
+    def opt_only(st, g):
+      updates, opt_state = tx.update(g, st.opt_state, st.params)
+      p = optax.apply_updates(st.params, updates)
+      gn = optax.global_norm(g)
+      ok = jnp.isfinite(gn)
+      keep = lambda new, old: jnp.where(ok, new, old)
+      return TrainState(jax.tree.map(keep, p, st.params), jax.tree.map(keep, opt_state, st.opt_state),
+                        st.step + 1)
+
+    grads = jax.tree.map(lambda x: x * 1e-3, params)
+    timeit("optimizer", opt_only, state, grads)
+  return out

@@ -14,10 +14,10 @@ model.remat_policy='full', attention.backend='cudnn' with attention.max_segments
 per row: the tightest bound the packed path allows), optax clip(1.0) + AdamW,
 train.max_loss_tokens=256 (= base.py's 8192 per 32-row batch, per row), the batch on the device
 before timing (host input not measured).
-Two prototype fixes live in this file and are switched on per job (see README "Training step"):
-  cse     layers.maybe_remat with prevent_cse=True: our layers are an unrolled Python loop and
-          prevent_cse=False lets XLA's CSE merge the recomputation into the forward pass (remat
-          undone: 47.7 GiB of XLA temporaries at 32K without it, 23.3 GiB with it);
+Two fixes were prototyped here (see README "Training step"):
+  cse     remat with prevent_cse=True (47.7 -> 23.3 GiB of XLA temporaries at 32K). It has landed
+          in mmprolong_jax/model/layers.py, so the 'cse' option of the recorded plans now
+          changes nothing;
   vision  'fix' lays the 64-patch windows and the images out as batch rows and runs
           jax.nn.dot_product_attention(implementation='cudnn') with per-row lengths ('fixxla':
           implementation='xla'); 'asis' keeps what setup.attention_configs builds
@@ -45,7 +45,7 @@ train_step.json (and log.txt, worker logs) under --out (default $OUT, else ./ben
 PLAN is a comma list of jobs:
   ceil:jax  ceil:torch                    bf16 matmul ceiling
   ours:L[:vision[:opts]]                  vision in {fix, fixxla, asis}; opts '+'-joined from
-                                          cse (remat prevent_cse=True), pbf16 (bf16 params),
+                                          cse (now the default), pbf16 (bf16 params),
                                           parts, trace, quick (1 warm-up + 1 timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick
   A|B|...                                 run A; on OOM or error run B, ...
@@ -68,8 +68,8 @@ import traceback
 
 from bench_common import REPO, _median, flops_of, jax_config, make_batch, model_cfg
 from torch_step import worker_hf
-from trace_tools import profile_step, trace_phases
-from vision_fix import install_remat_prevent_cse, install_vision_fix, vision_geometry
+from trace_tools import profile_step, time_parts, trace_phases
+from vision_fix import install_vision_fix, vision_geometry
 
 DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:fix:cse+trace,hf:32768:cudnn,hf:32768:flash,"
                 "ours:65536:fix:cse+trace,hf:65536:flash,ours:131072:fix:cse|ours:131072:fix:cse+pbf16,"
@@ -89,8 +89,6 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
          "device": jax.devices()[0].device_kind, "jax": jax.__version__}
   t_start = time.perf_counter()
   log = lambda msg: print(f"  [{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
-  if "cse" in opts:
-    install_remat_prevent_cse()
   config = jax_config(length, tiny)
   if "pbf16" in opts:
     config.model.param_dtype = "bfloat16"
@@ -171,82 +169,6 @@ def _write_partial(out_dir, res):
   if path:
     with open(path, "w") as f:
       json.dump(res, f)
-
-
-def time_parts(graphdef, tx, state, dbatch, cfg, config, mesh, length):
-  """Times pieces of the step separately: vision fwd+bwd, LLM(+head) fwd+bwd on given embeddings,
-  full fwd+bwd without the update, and the optimizer update alone."""
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax import nnx
-  from mmprolong_jax.loss import masked_nll
-  from mmprolong_jax.train_step import VISION_KEYS, TrainState, loss_and_metrics
-
-  params = state.params
-  vis_keys = [k for k in params if k.startswith("visual.")]
-  vis = {k: params[k] for k in vis_keys}
-  rest = {k: v for k, v in params.items() if k not in vis}
-  out = {}
-
-  def timeit(name, fn, *args, n=3):
-    try:
-      t0 = time.perf_counter()
-      c = jax.jit(fn).lower(*args).compile()
-      comp = time.perf_counter() - t0
-      jax.block_until_ready(c(*args))
-      ts = []
-      for _ in range(n):
-        t0 = time.perf_counter()
-        jax.block_until_ready(c(*args))
-        ts.append(time.perf_counter() - t0)
-      out[name] = {"s": _median(ts), "times": ts, "compile_s": comp}
-    except Exception as e:  # noqa: BLE001
-      out[name] = {"error": repr(e)[:400]}
-    print(f"  part {name}: {out[name]}", flush=True)
-
-  def vis_loss(vp, rp, b):
-    model = nnx.merge(graphdef, {**vp, **rp})
-    layout = {k: b[k] for k in VISION_KEYS if k in b}
-    if hasattr(model, "_vision_features"):   # layout with a shard axis
-      f = model._vision_features(b["patches"], layout)
-    else:
-      f = model.visual(b["patches"], layout, model.vision_attn_cfg)
-    return jnp.mean(jnp.square(f.astype(jnp.float32)))
-
-  def llm_loss(rp, vp, emb, b):
-    model = nnx.merge(graphdef, {**vp, **rp})
-    t = b["input_ids"].shape[1]
-    tp = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), b["input_ids"].shape)
-    h = model.language_model(emb, b["positions"], b["segment_ids"], tp, model.attn_cfg)
-    nll, valid, _, _ = masked_nll(h, b["targets"], b["loss_mask"], model.logits,
-                                  config.train.max_loss_tokens)
-    return nll.sum() / jnp.maximum(valid.sum(), 1)
-
-  def full_grad(p, b):
-    return jax.grad(lambda p: loss_and_metrics(nnx.merge(graphdef, p), b,
-                                               config.train.max_loss_tokens, 0)[0])(p)
-
-  with jax.set_mesh(mesh):
-    timeit("fwd_bwd_full", full_grad, params, dbatch)
-    timeit("vision_fwd_bwd", jax.grad(vis_loss), vis, rest, dbatch)
-    emb = (jax.random.normal(jax.random.key(0), dbatch["input_ids"].shape + (cfg.text.hidden_size,))
-           * 0.02).astype(cfg.dtype)
-    timeit("llm_head_fwd_bwd", jax.grad(llm_loss), rest, vis, emb, dbatch)
-    del emb
-
-    def opt_only(st, g):
-      updates, opt_state = tx.update(g, st.opt_state, st.params)
-      p = optax.apply_updates(st.params, updates)
-      gn = optax.global_norm(g)
-      ok = jnp.isfinite(gn)
-      keep = lambda new, old: jnp.where(ok, new, old)
-      return TrainState(jax.tree.map(keep, p, st.params), jax.tree.map(keep, opt_state, st.opt_state),
-                        st.step + 1)
-
-    grads = jax.tree.map(lambda x: x * 1e-3, params)
-    timeit("optimizer", opt_only, state, grads)
-  return out
 
 
 # ----------------------------------------------------------------------------------------------

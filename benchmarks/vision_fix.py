@@ -1,6 +1,5 @@
-"""Prototype fixes measured by benchmarks/train_step.py, monkeypatched into the model:
-vision attention over windows/images laid out as batch rows (cuDNN), and remat with
-prevent_cse=True (since landed in mmprolong_jax/model/layers.py)."""
+"""Prototype measured by benchmarks/train_step.py: vision attention over windows/images laid out
+as batch rows (cuDNN), swapped into the model through `VisionTower.attention_segments`."""
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------------------------
@@ -44,68 +43,26 @@ def batched_segment_attention(q, k, v, plan, n_seg, seg_len, impl):
 
 def install_vision_fix(geom: dict):
   """geom: windows, win_len, images, img_len, impl (static, from the host batch)."""
-  import jax.numpy as jnp
-  from mmprolong_jax.model import layers, rope
   from mmprolong_jax.model import vision as V
 
   original_attention = V.attention
 
   def attention(q, k, v, *, segment_ids_BxT, causal, cfg, **kw):
-    if isinstance(segment_ids_BxT, dict):
+    if isinstance(segment_ids_BxT, dict):  # a row plan: its shapes carry the static sizes
       p = segment_ids_BxT
-      return batched_segment_attention(q, k, v, p, p["n_seg"], p["seg_len"], geom["impl"])
+      n_seg = p["lens"].shape[1]
+      return batched_segment_attention(q, k, v, p, n_seg, p["src"].shape[1] // n_seg,
+                                       geom["impl"])
     return original_attention(q, k, v, segment_ids_BxT=segment_ids_BxT, causal=causal, cfg=cfg, **kw)
 
-  def tower_call(self, patches_BxNxP, layout, attn_cfg):
-    v = self.cfg.vision
-    b, n, _ = patches_BxNxP.shape
-    unit = v.merge_unit
-    x = self.patch_embed(patches_BxNxP.astype(self.cfg.dtype))
-    win_BxM = layout["window_index"]
-    x = jnp.take_along_axis(x.reshape(b, n // unit, unit, -1), win_BxM[:, :, None, None], axis=1)
-    x = x.reshape(b, n, -1)
-    angles = rope.vision_angles(layout["pos_hw"], v.head_dim, v.rope_theta)
-    full = set(v.fullatt_block_indexes)
-    plans = {}
-    for name, key, ns, sl in (("win", "window_segments", geom["windows"], geom["win_len"]),
-                              ("img", "image_segments", geom["images"], geom["img_len"])):
-      plans[name] = segment_plan(layout[key], ns, sl)
-
-    def run_block(blk, x, plan, ns, sl):
-      p = dict(plan)
-      p["n_seg"], p["seg_len"] = ns, sl
-      return blk(x, angles, p, attn_cfg)
-
-    def make(ns, sl):
-      return layers.maybe_remat(lambda blk, x, plan: run_block(blk, x, plan, ns, sl),
-                                self.cfg.remat_policy)
-
-    fns = {"win": make(geom["windows"], geom["win_len"]),
-           "img": make(geom["images"], geom["img_len"])}
-    for i, blk in enumerate(self.blocks):
-      name = "img" if i in full else "win"
-      x = fns[name](blk, x, plans[name])
-    merged_BxMxD = self.merger(x)
-    inverse_BxM = jnp.argsort(win_BxM, axis=1)
-    return jnp.take_along_axis(merged_BxMxD, inverse_BxM[:, :, None], axis=1)
+  def attention_segments(self, layout):
+    # Segment ids -> row plans; `attention` above recognizes the dicts.
+    plans = (("window_segments", geom["windows"], geom["win_len"]),
+             ("image_segments", geom["images"], geom["img_len"]))
+    return tuple(segment_plan(layout[key], n, length) for key, n, length in plans)
 
   V.attention = attention
-  V.VisionTower.__call__ = tower_call
-
-
-def install_remat_prevent_cse():
-  """Prototype fix: layers.maybe_remat with prevent_cse=True (jax's default). Our layers are a
-  Python loop, not a scan, and jax documents that prevent_cse=False there lets XLA's CSE merge the
-  recomputation with the forward pass, i.e. undo the rematerialization."""
-  from flax import nnx
-  from mmprolong_jax.model import layers
-
-  def maybe_remat(fn, policy: str):
-    if policy == "none":
-      return fn
-    return nnx.remat(fn, policy=layers.REMAT_POLICIES[policy], prevent_cse=True)
-
-  layers.maybe_remat = maybe_remat
+  V.VisionTower.attention_segments = attention_segments
 
 
 def vision_geometry(batch, impl: str) -> dict:

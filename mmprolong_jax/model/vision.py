@@ -75,6 +75,10 @@ class VisionTower(nnx.Module):
     self.merger = PatchMerger(cfg, rngs)
     self.cfg = cfg
 
+  def attention_segments(self, layout):
+    """(windowed blocks', full-attention blocks') segment argument for `attention`."""
+    return layout["window_segments"], layout["image_segments"]
+
   def __call__(self, patches_BxNxP, layout, attn_cfg):
     """Returns merged features BxMxD (M = N/4) in the processor's (image, raster) order.
 
@@ -91,9 +95,9 @@ class VisionTower(nnx.Module):
     full = set(v.fullatt_block_indexes)
     block_fn = layers.maybe_remat(lambda blk, x, seg: blk(x, angles, seg, attn_cfg),
                                   self.cfg.remat_policy)
+    windows, images = self.attention_segments(layout)
     for i, blk in enumerate(self.blocks):
-      seg = layout["image_segments"] if i in full else layout["window_segments"]
-      x = block_fn(blk, x, seg)
+      x = block_fn(blk, x, images if i in full else windows)
     merged_BxMxD = self.merger(x)
     inverse_BxM = jnp.argsort(win_BxM, axis=1)
     return jnp.take_along_axis(merged_BxMxD, inverse_BxM[:, :, None], axis=1)
