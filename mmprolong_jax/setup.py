@@ -36,6 +36,7 @@ def model_config(config) -> config_lib.ModelConfig:
     cfg = PRESETS[m.preset](**({"tie_word_embeddings": m.tie_word_embeddings}
                                if m.preset == "tiny" and "tie_word_embeddings" in m else {}))
   cfg = cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy,
+                    mlp_chunks=int(m.get("mlp_chunks", 1)),
                     attention_backend=config.attention.backend)
   if m.get("overrides"):        # top-level ModelConfig fields, e.g. special token ids
     cfg = cfg.replace(**dict(m.overrides))
@@ -59,9 +60,10 @@ def attention_configs(config, mesh) -> tuple[AttentionConfig, AttentionConfig]:
   llm = AttentionConfig(backend=a.backend, mesh=mesh, local_backend=local,
                         layout="zigzag" if a.backend == "ring" else "natural",
                         block_q=a.block_q, block_kv=a.block_kv, max_segments=a.max_segments)
-  # A row holds thousands of 112-px windows: cuDNN's packed path sizes its workspace by the
-  # segment count, so the vision tower uses the tiled kernel unless told otherwise.
-  vision = AttentionConfig(backend=a.vision_backend, block_q=a.vision_block, block_kv=a.vision_block)
+  # The tower attends within window slots and image rows (model/vision.py), so its segments
+  # per row are the images sharing an image row.
+  vision = AttentionConfig(backend=a.vision_backend, block_q=a.vision_block, block_kv=a.vision_block,
+                           max_segments=int(config.data.get("images_per_row", 1)))
   return llm, vision
 
 
