@@ -43,13 +43,17 @@ def model_cfg(length: int, tiny: bool, config=None):
                                                                  fullatt_block_indexes=FULLATT)
 
 
-def make_batch(cfg, length: int, tiny: bool):
-  """numpy batch in the loader's contract (synthetic_batch), patches in bf16."""
+def make_batch(cfg, length: int, tiny: bool, config=None):
+  """numpy batch in the loader's contract (synthetic_batch, the config's vision geometry),
+  patches in bf16."""
   import ml_dtypes
   from mmprolong_jax.data.synthetic import synthetic_batch
+  from mmprolong_jax.model.vision_layout import VisionGeometry
+  config = config or jax_config(length, tiny)
   grid, pages, seg_len = row_shape(length, tiny)
   fill = (seg_len + 0.5) / length
-  batch = synthetic_batch(0, 0, cfg, rows=1, max_len=length, num_patches=4 * length,
+  batch = synthetic_batch(0, 0, cfg, rows=1, max_len=length,
+                          geometry=VisionGeometry.from_config(config.data),
                           page_grid=grid, pages_per_segment=(pages,),
                           answer_len=ANSWER_LEN, fill=fill)
   batch["patches"] = batch["patches"].astype(ml_dtypes.bfloat16)
@@ -63,15 +67,8 @@ def make_batch(cfg, length: int, tiny: bool):
 
 
 def flops_of(cfg, batch):
-  """step_flops on the batch. The vision layout now carries a shard axis ([B, S, N/S]); flops.py
-  expects [B, N] (its row loop breaks on 3-D arrays), so the shard axis is folded first: runs never
-  cross a shard, so the run lengths are unchanged."""
   from mmprolong_jax.flops import step_flops
-  b = dict(batch)
-  for k in ("window_segments", "image_segments"):
-    if b[k].ndim == 3:
-      b[k] = b[k].reshape(-1, b[k].shape[-1])
-  return {k: float(v) for k, v in step_flops(cfg, b).items()}
+  return {k: float(v) for k, v in step_flops(cfg, batch).items()}
 
 
 def _median(xs):
@@ -80,6 +77,7 @@ def _median(xs):
 
 def jax_config(length: int, tiny: bool):
   from configs import base
+  from mmprolong_jax.data import sources
   c = base.get_config()
   if tiny:
     c.model.preset = "tiny"
@@ -92,7 +90,10 @@ def jax_config(length: int, tiny: bool):
   c.mesh.data = c.mesh.fsdp = c.mesh.sequence = c.mesh.tensor = 1
   c.data.source = "synthetic"
   c.data.max_len = length
-  c.data.num_patches = 4 * length
+  c.data.update(sources.vision_slots(length))
+  if tiny:   # many 64-patch pages
+    c.attention.vision_backend = "blockwise"
+    c.data.image_rows, c.data.image_row_len = 128, 64
   c.data.global_batch_tokens = length
   c.train.max_loss_tokens = MAX_LOSS_TOKENS
   return c

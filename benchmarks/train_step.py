@@ -14,14 +14,8 @@ model.remat_policy='full', attention.backend='cudnn' with attention.max_segments
 per row: the tightest bound the packed path allows), optax clip(1.0) + AdamW,
 train.max_loss_tokens=256 (= base.py's 8192 per 32-row batch, per row), the batch on the device
 before timing (host input not measured).
-Two fixes were prototyped here (see README "Training step"):
-  cse     remat with prevent_cse=True (47.7 -> 23.3 GiB of XLA temporaries at 32K). It has landed
-          in mmprolong_jax/model/layers.py, so the 'cse' option of the recorded plans now
-          changes nothing;
-  vision  'fix' lays the 64-patch windows and the images out as batch rows and runs
-          jax.nn.dot_product_attention(implementation='cudnn') with per-row lengths ('fixxla':
-          implementation='xla'); 'asis' keeps what setup.attention_configs builds
-          (attention.vision_backend, 'blockwise' tiles of vision_block=256 in base.py).
+The vision tower runs on the trainer's layout (data geometry from data.sources.vision_slots:
+window slots + image rows, attention.vision_backend='cudnn'; model/vision_layout.py).
 
 HF: Qwen2_5_VLForConditionalGeneration.from_config(Qwen2_5_VLConfig(**cfg.to_hf_dict())),
 attn_implementation='sdpa', torch.nn.attention.sdpa_kernel restricted to one backend
@@ -44,9 +38,10 @@ train_step.json (and log.txt, worker logs) under --out (default $OUT, else ./ben
 
 PLAN is a comma list of jobs:
   ceil:jax  ceil:torch                    bf16 matmul ceiling
-  ours:L[:vision[:opts]]                  vision in {fix, fixxla, asis}; opts '+'-joined from
-                                          cse (now the default), pbf16 (bf16 params),
-                                          parts, trace, quick (1 warm-up + 1 timed step)
+  ours:L[:opts]                           opts '+'-joined from pbf16 (bf16 params), m16 (bf16
+                                          AdamW moments), mlpN (model.mlp_chunks=N), satt
+                                          (remat_policy save_attention_kernel), parts, trace,
+                                          quick (1 warm-up + 1 timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick
   A|B|...                                 run A; on OOM or error run B, ...
   search:ours:L1/L2/...[:opts]  search:hf:L1/...[:backend]   largest trainable length: run
@@ -69,11 +64,10 @@ import traceback
 from bench_common import REPO, _median, flops_of, jax_config, make_batch, model_cfg
 from torch_step import worker_hf
 from trace_tools import profile_step, time_parts, trace_phases
-from vision_fix import install_vision_fix, vision_geometry
 
-DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:fix:cse+trace,hf:32768:cudnn,hf:32768:flash,"
-                "ours:65536:fix:cse+trace,hf:65536:flash,ours:131072:fix:cse|ours:131072:fix:cse+pbf16,"
-                "hf:131072:flash:bf16:quick,search:ours:98304:cse,ours:32768:asis:cse+quick")
+DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:trace,hf:32768:cudnn,hf:32768:flash,"
+                "ours:65536:trace,hf:65536:flash,ours:131072:m16+mlp4,"
+                "hf:131072:flash:bf16:quick,search:ours:163840/196608:m16+mlp8")
 
 # ----------------------------------------------------------------------------------------------
 # Worker: ours
@@ -83,26 +77,29 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
   from mmprolong_jax import setup
   from mmprolong_jax.train_step import make_train_step
 
-  length, vision = job["length"], job.get("vision", "fix")
+  length = job["length"]
   opts = set(job.get("extra", "").split("+")) - {""}
-  res = {"framework": "ours", "length": length, "vision": vision, "options": sorted(opts),
+  res = {"framework": "ours", "length": length, "options": sorted(opts),
          "device": jax.devices()[0].device_kind, "jax": jax.__version__}
   t_start = time.perf_counter()
   log = lambda msg: print(f"  [{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
   config = jax_config(length, tiny)
   if "pbf16" in opts:
     config.model.param_dtype = "bfloat16"
+  if "m16" in opts:
+    config.optim.moment_dtype = "bfloat16"
+  if "satt" in opts:
+    config.model.remat_policy = "save_attention_kernel"
+  for o in opts:
+    if o.startswith("mlp"):
+      config.model.mlp_chunks = int(o[3:])
   cfg = model_cfg(length, tiny, config)
   res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
-  batch, info = make_batch(cfg, length, tiny)
+  res["moment_dtype"], res["mlp_chunks"] = config.optim.moment_dtype, cfg.mlp_chunks
+  batch, info = make_batch(cfg, length, tiny, config)
   log(f"batch ready: {info}")
   res.update(info)
   res["flops"] = flops_of(cfg, batch)
-  if vision.startswith("fix"):
-    impl = "xla" if (tiny or vision == "fixxla") else "cudnn"
-    geom = vision_geometry(batch, impl)
-    res["vision_geometry"] = geom
-    install_vision_fix(geom)
   mesh = setup.mesh_from_config(config)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh):
@@ -236,8 +233,7 @@ def parse_job(s: str) -> dict:
   if p[0] == "ceil":
     return {"kind": "ceil", "which": p[1], "name": s}
   if p[0] == "ours":
-    return {"kind": "ours", "length": int(p[1]), "vision": p[2] if len(p) > 2 else "fix",
-            "extra": p[3] if len(p) > 3 else "", "name": s}
+    return {"kind": "ours", "length": int(p[1]), "extra": p[2] if len(p) > 2 else "", "name": s}
   if p[0] == "hf":
     return {"kind": "hf", "length": int(p[1]), "backend": p[2] if len(p) > 2 else "flash",
             "dtype": p[3] if len(p) > 3 else "bf16", "extra": p[4] if len(p) > 4 else "", "name": s}
@@ -275,8 +271,10 @@ def run_job(job: dict, args, deadline: float, log) -> dict:
     if os.path.exists(p):
       os.remove(p)
   env = dict(os.environ)
-  env.update(PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false",
-             XLA_PYTHON_CLIENT_MEM_FRACTION="0.97", BENCH_PARTIAL=part_path,
+  # One preallocated arena (the trainer's default, at a higher fraction): with growth, the
+  # allocator keeps init's freed regions and a 33 GiB step buffer failed at 64K (measured).
+  env.update(PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false" if job["kind"] != "ours"
+             else "true", XLA_PYTHON_CLIENT_MEM_FRACTION="0.96", BENCH_PARTIAL=part_path,
              TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "1"))
   if job["kind"] == "hf":
     env["JAX_PLATFORMS"] = "cpu"   # jax only builds the synthetic row's positions there
@@ -365,7 +363,7 @@ def driver_main(args):
       if job["kind"] == "search":
         for length in job["lengths"]:
           if job["fw"] == "ours":
-            sub = parse_job(f"ours:{length}:fix:quick+{job['opt']}")
+            sub = parse_job(f"ours:{length}:quick+{job['opt']}")
           else:
             sub = parse_job(f"hf:{length}:{job['opt'] or 'flash'}:bf16:quick")
           sub["name"] = f"search:{sub['name']}"

@@ -20,6 +20,8 @@ def get_config():
   c.model.dtype = "bfloat16"         # activations
   c.model.param_dtype = "float32"    # master weights
   c.model.remat_policy = "full"      # per layer: none | full | dots_saveable | save_attention_out
+                                     # | save_attention_kernel (see model/layers.py)
+  c.model.mlp_chunks = 1             # LLM MLP in sequence slices, each remat'd (memory at 128K)
   c.model.overrides = {}             # ModelConfig fields (e.g. image_token_id for a custom tokenizer)
   c.model.text_overrides = {}        # TextConfig fields (e.g. vocab_size)
   c.model.vision_overrides = {}      # VisionConfig fields (e.g. depth)
@@ -30,8 +32,8 @@ def get_config():
   c.attention.block_q = 512
   c.attention.block_kv = 512
   c.attention.max_segments = 8         # cuDNN packed path: segments per row (per shard row)
-  c.attention.vision_backend = "blockwise"   # see setup.attention_configs
-  c.attention.vision_block = 64        # one 112-px window = 8 x 8 patches of 14 px
+  c.attention.vision_backend = "cudnn"   # windows and images as rows; see model/vision.py
+  c.attention.vision_block = 64        # blockwise tiles: one 112-px window = 8 x 8 patches
 
   c.mesh = mlc.ConfigDict()          # the study: Ulysses SP 2 x FSDP 4 per 8-GPU node
   c.mesh.data = 1
@@ -41,10 +43,9 @@ def get_config():
 
   c.data = sources.default_config()   # shards, mixture 40/40/20, 128K rows, 4M-token batches
   c.data.source = "shards"           # shards | synthetic
-  # Patch slots per row (static). The vision tower splits a row's images over the `sequence`
-  # shards, balanced to within one image, so leave that much slack over the shard builder's
-  # --max_patches (its default, 4 * max_len, is never reached: rows always hold some text).
-  c.data.num_patches = 4 * 131072
+  # Vision geometry per row (num_patches, image_rows, image_row_len, images_per_row): static
+  # slots for the tower, see sources.vision_slots. The tower splits a row's images over the
+  # `sequence` shards, balanced to within one image, hence the slack over 4 patches per token.
   c.data.patch_dtype = "bfloat16"    # halves host->device traffic; the tower computes in bf16
   c.data.synthetic = mlc.ConfigDict()
   c.data.synthetic.page_grid = (1, 114, 88)      # a US-letter page at 144 DPI: 2,508 tokens
@@ -59,6 +60,7 @@ def get_config():
   c.optim.b2 = 0.95
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.1
+  c.optim.moment_dtype = "float32"   # AdamW moments; "bfloat16" halves the optimizer state
   c.optim.decay_vectors = False
   c.optim.grad_clip_norm = 1.0
 

@@ -21,7 +21,9 @@ def get_config():
   c.data.shards = {}                # set by the demo from the built shard sets
   c.data.mixture = {}
   c.data.max_len = 4096
-  c.data.num_patches = 4096
+  c.data.num_patches = 8192           # 128 window slots: a 16-token page spans 1-2 windows
+  c.data.image_rows = 64              # >= pages per row (demo shards: <= 3,072 patches)
+  c.data.image_row_len = 128
   c.data.global_batch_tokens = 4 * 4096
   c.data.image_max_pixels = 28 * 28 * 16   # ~16 tokens per page keeps the demo CPU-sized
   c.optim.peak_lr = 2e-3

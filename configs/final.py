@@ -40,7 +40,7 @@ Reported for MMProLong (MMLongBench document category, LLM-judged; MMLB-D / LD-U
   Table 6   cost: 2.9K H20 GPU-hours.
 """
 from configs import base
-from mmprolong_jax.data import schema
+from mmprolong_jax.data import schema, sources
 
 INIT_CHECKPOINT = "/path/to/qwen2_5_vl_7b_converted"  # --config.init_checkpoint=...
 DATA_ROOT = "/path/to/shards"                         # --config.data.root=...
@@ -89,7 +89,7 @@ def get_config():
   c.data.root = DATA_ROOT
   set_mixture(c, MIXTURE)
   c.data.max_len = 131072
-  c.data.num_patches = 4 * c.data.max_len
+  c.data.update(sources.vision_slots(c.data.max_len))
   c.data.global_batch_tokens = 32 * c.data.max_len
 
   # The study's parallelism: Ulysses SP 2, FSDP over the rest (FSDP 4 on one 8-GPU node,

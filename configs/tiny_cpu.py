@@ -20,13 +20,16 @@ def get_config():
   c.attention.local_backend = "blockwise"
   c.attention.block_q = 32
   c.attention.block_kv = 32
+  c.attention.vision_backend = "blockwise"
   c.attention.vision_block = 32
   c.mesh.data = 2
   c.mesh.fsdp = 2
   c.mesh.sequence = 2
   c.data.source = "synthetic"
   c.data.max_len = 256
-  c.data.num_patches = 512
+  c.data.num_patches = 512           # 8 window slots of 64 patches; pages are one window each
+  c.data.image_rows = 8
+  c.data.image_row_len = 64
   c.data.global_batch_tokens = 4 * 256
   c.data.worker_count = 0
   c.data.patch_dtype = "float32"

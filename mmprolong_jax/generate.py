@@ -36,7 +36,7 @@ from mmprolong_jax.data.image_processing import preprocess_image
 from mmprolong_jax.eval import tokens as eval_tokens
 from mmprolong_jax.model.config import ModelConfig
 from mmprolong_jax.model.position_ids import mrope_position_ids, rope_deltas
-from mmprolong_jax.model.vision_layout import pack_vision_rows
+from mmprolong_jax.model.vision_layout import VisionGeometry, pack_vision_rows
 from mmprolong_jax.parallel.mesh import BATCH_AXES, axis_size
 from mmprolong_jax.parallel.sharding import fit_spec
 
@@ -105,14 +105,15 @@ def bucket(n: int, minimum: int = 64) -> int:
   few distinct shapes to compile, and at most 1/8 padding once n > 8 * minimum."""
   if n <= minimum:
     return minimum
-  step = max(minimum, 1 << (n.bit_length() - 4))
+  step = max(minimum, 1 << max(n.bit_length() - 4, 0))
   return -(-n // step) * step
 
 
 def left_pad_batch(cfg: ModelConfig, prompts: Sequence[TokenPrompt], *, pad_token_id: int = 0,
-                   length: int | None = None, num_patches: int | None = None) -> PromptBatch:
-  """Host-side batch (numpy) of `prompts`, left-padded to `length` tokens (default: the longest)
-  and `num_patches` patches per row (default: the most any row has, to a multiple of 4)."""
+                   length: int | None = None,
+                   geometry: VisionGeometry | None = None) -> PromptBatch:
+  """Host-side batch (numpy) of `prompts`, left-padded to `length` tokens (default: the longest),
+  images in `geometry`'s vision slots (default: the smallest that holds them)."""
   if not prompts:
     raise ValueError("left_pad_batch needs at least one prompt")
   if pad_token_id == cfg.image_token_id:
@@ -142,11 +143,11 @@ def left_pad_batch(cfg: ModelConfig, prompts: Sequence[TokenPrompt], *, pad_toke
   batch = PromptBatch(ids_BxT, seg_BxT, np.asarray(positions))
   if not grids:
     return batch
-  most = max(0 if p.patches is None else len(p.patches) for p in prompts)
-  num_patches = -(-most // unit) * unit if num_patches is None else num_patches
+  grids_per_row = [p.grids_thw for p in prompts]
+  geometry = geometry or VisionGeometry.fit(grids_per_row, cfg.vision)
   empty = np.zeros((0, cfg.vision.patch_dim), np.float32)
   patches, layout = pack_vision_rows([empty if p.patches is None else p.patches for p in prompts],
-                                     [p.grids_thw for p in prompts], num_patches, cfg.vision)
+                                     grids_per_row, geometry, cfg.vision)
   return batch.replace(patches_BxNxP=patches, vision_layout=layout)
 
 
@@ -285,15 +286,11 @@ def generate(model, batch: PromptBatch, *, max_new_tokens: int,
 
 # ----- the evaluation hook -------------------------------------------------------------------
 
-# Same bound as training's vision config (setup.attention_configs): windows per row for cuDNN.
-VISION_MAX_SEGMENTS = 4096
-
-
 def default_attention() -> tuple[AttentionConfig, AttentionConfig]:
   """(LLM, vision) attention for this platform: cuDNN's fused kernel on GPU, blockwise elsewhere."""
   if jax.default_backend() == "gpu":
     return (AttentionConfig(backend="cudnn"),
-            AttentionConfig(backend="cudnn", max_segments=VISION_MAX_SEGMENTS))
+            AttentionConfig(backend="cudnn", max_segments=1))   # one image per image row
   return AttentionConfig(backend="blockwise"), AttentionConfig(backend="blockwise")
 
 
@@ -342,26 +339,18 @@ class ModelGenerator:
     rows = [self.encode(p) for p in batch]
     length = bucket(max(len(r.input_ids) for r in rows))
     length = -(-length // self.length_multiple) * self.length_multiple
-    most = max(0 if r.patches is None else len(r.patches) for r in rows)
+    fit = VisionGeometry.fit([r.grids_thw for r in rows], self.cfg.vision)
+    geometry = dataclasses.replace(fit, num_patches=bucket(fit.num_patches, 64),
+                                   image_rows=bucket(fit.image_rows, 1),
+                                   image_row_len=bucket(fit.image_row_len, 64))
     tokens = left_pad_batch(self.cfg, rows, pad_token_id=self.pad_token_id, length=length,
-                            num_patches=bucket(most))
-    self._check_vision_segments(tokens)
+                            geometry=geometry)
     out_BxN, lengths_B = generate(
         self.model, tokens, max_new_tokens=max_new_tokens, stop_token_ids=self.stop_token_ids,
         sampling=self.sampling, seed=self.seed + self.calls, pad_token_id=self.pad_token_id)
     self.calls += 1
     return [self.tokenizer.decode(row[:n], skip_special_tokens=True)
             for row, n in zip(out_BxN.tolist(), lengths_B)]
-
-  def _check_vision_segments(self, batch: PromptBatch):
-    """cuDNN drops the segments past max_segments without a word; refuse such rows instead."""
-    vis = self.model.vision_attn_cfg
-    if batch.vision_layout is None or vis.backend != "cudnn":
-      return
-    windows = int(batch.vision_layout["window_segments"].max())
-    if windows > vis.max_segments:
-      raise ValueError(f"a prompt's images span {windows} attention windows, more than the vision "
-                       f"attention's max_segments={vis.max_segments}; raise it or use fewer pixels")
 
 
 def make_eval_generator(ckpt: str, *, tokenizer: str | None = None,

@@ -11,13 +11,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mmprolong_jax import params as params_lib
+from mmprolong_jax import memory, params as params_lib
 from mmprolong_jax.attention import AttentionConfig, zigzag_permutation
 from mmprolong_jax.model import config as config_lib
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
 from mmprolong_jax.optim import make_optimizer
 from mmprolong_jax.parallel import sharding
-from mmprolong_jax.parallel.mesh import axis_size, make_mesh
+from mmprolong_jax.parallel.mesh import make_mesh
 from mmprolong_jax.train_step import TrainState
 
 PRESETS = {"tiny": config_lib.tiny, "qwen2_5_vl_7b": config_lib.qwen2_5_vl_7b,
@@ -131,20 +131,6 @@ def bytes_per_device(tree, shardings) -> int:
   return total
 
 
-def activation_bytes_estimate(cfg, config, mesh) -> int:
-  """Per-device activation memory of one step with per-layer remat (see README for the model):
-  the residual stream saved at every layer boundary, plus one layer's recompute working set."""
-  t, d = cfg.text, cfg.text.hidden_size
-  rows = config.data.global_batch_tokens // config.data.max_len
-  batch_shards = axis_size(mesh, "data") * axis_size(mesh, "fsdp")
-  tok = max(rows // batch_shards, 1) * config.data.max_len // axis_size(mesh, "sequence")
-  act = np.dtype(cfg.dtype).itemsize
-  saved = t.num_layers * tok * d * act
-  hd = t.head_dim
-  working = tok * (4 * d + 2 * (t.num_heads + 2 * t.num_kv_heads) * hd + 3 * t.intermediate_size) * act
-  return int(saved + working)
-
-
 def zigzag_batch(batch: dict, sp: int) -> dict:
   """Permutes the token axis of every [.., T] array into ring's load-balanced order."""
   t = batch["input_ids"].shape[1]
@@ -173,7 +159,7 @@ def mesh_from_config(config):
 def plan_text(config, cfg, mesh, state, state_shard) -> str:
   p = bytes_per_device(state.params, state_shard.params)
   o = bytes_per_device(state.opt_state, state_shard.opt_state)
-  a = activation_bytes_estimate(cfg, config, mesh)
+  a = memory.activation_bytes_estimate(cfg, config, mesh)
   n = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   gib = 2**30
   return "\n".join([

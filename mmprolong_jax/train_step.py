@@ -10,7 +10,8 @@ from flax import nnx, struct
 
 from mmprolong_jax.loss import masked_nll
 
-VISION_KEYS = ("window_index", "window_segments", "image_segments", "pos_hw", "feature_slot")
+VISION_KEYS = ("window_segments", "pos_hw", "image_gather", "image_segments", "image_scatter",
+               "feature_slot")
 
 
 @struct.dataclass
@@ -41,11 +42,13 @@ def loss_and_metrics(model, batch, max_loss_tokens: int, num_tasks: int):
 
 
 def _micro_batches(batch, n: int):
-  """Splits the row axis into n micro-batches (positions carry rows on axis 1)."""
+  """Splits the row axis into n micro-batches (positions carry rows on axis 1). Micro-batch i
+  takes rows i, i + n, ...: each device's block of rows splits in place, whereas a contiguous
+  split puts a micro-batch on few devices and XLA gathers it to all (memory.py, README)."""
   def split(k, x):
     axis = 1 if k == "positions" else 0
     x = jnp.moveaxis(x, axis, 0)
-    x = x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    x = jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
     return jnp.moveaxis(x, 1, axis + 1)
   return {k: split(k, v) for k, v in batch.items()}
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from mmprolong_jax.convert import from_hf
 from mmprolong_jax.model.position_ids import mrope_position_ids
-from mmprolong_jax.model.vision_layout import pack_vision_rows
+from mmprolong_jax.model.vision_layout import VisionGeometry, pack_vision_rows
 from mmprolong_jax import params as params_lib
 from tests import hf_reference as ref
 
@@ -25,8 +25,10 @@ def _our_inputs(cfg, batch):
     n = sum(t * h * w for t, h, w in grids)
     rows.append(batch["pixel_values"][starts[k]:starts[k] + n])
     k += len(grids)
-  n_pad = max(64, max(len(r) for r in rows) + 8)  # padding patches must not change anything
-  patches, layout = pack_vision_rows(rows, batch["grids"], n_pad, cfg.vision)
+  # Spare window slots and image rows: padding must not change anything.
+  fit = VisionGeometry.fit(batch["grids"], cfg.vision)
+  geom = VisionGeometry(fit.num_patches + 128, fit.image_rows + 1, fit.image_row_len + 64)
+  patches, layout = pack_vision_rows(rows, batch["grids"], geom, cfg.vision)
   ids = jnp.asarray(batch["input_ids"], jnp.int32)
   seg = jnp.asarray(batch["attention_mask"], jnp.int32)
   grid = batch["image_grid_thw"] if len(batch["image_grid_thw"]) else np.zeros((1, 3), np.int64)
@@ -74,7 +76,8 @@ def test_vision_features_match_transformers(models):
   want = torch.cat(want).numpy()
   inputs = _our_inputs(cfg, batch)
   feats = np.asarray(model._vision_features(inputs["patches_BxNxP"], inputs["vision_layout"]))
-  got = np.concatenate([feats[i, :sum(t * h * w for t, h, w in g) // 4]
+  slot = inputs["vision_layout"]["feature_slot"]   # image order -> the tower's slot order
+  got = np.concatenate([feats[i, slot[i, :sum(t * h * w for t, h, w in g) // 4]]
                         for i, g in enumerate(batch["grids"])])
   err = np.linalg.norm(got - want) / np.linalg.norm(want)
   assert err <= 1e-5, f"relative vision feature error {err:.2e}"

@@ -24,7 +24,7 @@ def _loss_and_grads(model, batch):
 @pytest.mark.parametrize("backend", ["ring", "ulysses"])
 def test_sequence_parallel_model_matches_single_device(backend):
   cfg = config_lib.tiny()
-  batch = synthetic_batch(0, 0, cfg, rows=2, max_len=256, num_patches=512,
+  batch = synthetic_batch(0, 0, cfg, rows=2, max_len=256,
                           page_grid=(1, 8, 12), pages_per_segment=(2, 1), answer_len=8)
   ref_model = Qwen2_5_VL(cfg, nnx.Rngs(0))
   flat = jax.tree.map(np.asarray, params_lib.flat_params(ref_model))
@@ -36,9 +36,9 @@ def test_sequence_parallel_model_matches_single_device(backend):
   vis = AttentionConfig(backend="blockwise", block_q=32, block_kv=32)
   model = params_lib.model_from_flat(cfg, flat, attn_cfg=attn, vision_attn_cfg=vis)
   # The SP run also spreads the vision tower: its images sit on 4 sequence shards.
-  batch4 = synthetic_batch(0, 0, cfg, rows=2, max_len=256, num_patches=512, page_grid=(1, 8, 12),
+  batch4 = synthetic_batch(0, 0, cfg, rows=2, max_len=256, page_grid=(1, 8, 12),
                            pages_per_segment=(2, 1), answer_len=8, vision_shards=4)
-  assert batch4["window_index"].shape[1] == 4
+  assert batch4["window_segments"].shape[1] == 4
   np.testing.assert_array_equal(batch4["input_ids"], batch["input_ids"])
   sp_batch = setup.zigzag_batch(batch4, 4) if backend == "ring" else batch4
   with jax.set_mesh(mesh):

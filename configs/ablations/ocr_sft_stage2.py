@@ -24,6 +24,7 @@ Reported (MMLB-D / LD-URL / SLIDE):
                               avg 50.83;  overall 52.44 (+1.9).
 """
 from configs import final
+from mmprolong_jax.data import sources
 
 ARGS = ("full", "needle")
 
@@ -35,7 +36,7 @@ def get_config(arg="full"):
   c.init_checkpoint = f"/path/to/ocr_{arg}_stage1_workdir"
   final.set_mixture(c, {"short": 1.0}, root="/path/to/sft_shards")
   c.data.max_len = 32768
-  c.data.num_patches = 4 * c.data.max_len
+  c.data.update(sources.vision_slots(c.data.max_len))
   c.data.global_batch_tokens = 128 * c.data.max_len   # still 4M tokens per step
   c.attention.backend = "cudnn"                        # a 32K row fits one device
   c.mesh.sequence = 1

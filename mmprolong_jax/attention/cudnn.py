@@ -40,8 +40,17 @@ def segment_runs(seg_BxT, max_segments: int):
 
 
 def cudnn_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, causal: bool, max_segments: int):
+  """max_segments == 1 promises one segment per row starting at index 0 (rows of windows or
+  images): the plain kernel with per-row lengths, no ragged bookkeeping."""
   valid_BxTx1x1 = (seg_BxT != 0)[:, :, None, None]
   q, k, v = (jnp.where(valid_BxTx1x1, x, 0) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
+  if max_segments == 1:
+    # Empty rows get length 1: they read one zeroed key and their output is zeroed below.
+    lengths_B = jnp.maximum((seg_BxT != 0).sum(axis=1, dtype=jnp.int32), 1)
+    out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths_B,
+                                       key_value_seq_lengths=lengths_B, is_causal=causal,
+                                       implementation="cudnn")
+    return jnp.where(valid_BxTx1x1, out, 0)
   # The packed path switches on only with room for >= 2 segments per row.
   lengths_BxM, offsets_BxM1 = segment_runs(seg_BxT, max(max_segments, 2))
   mask_type = cudnn_fa.MaskType.PADDING_CAUSAL if causal else cudnn_fa.MaskType.PADDING

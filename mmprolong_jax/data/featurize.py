@@ -20,7 +20,7 @@ from mmprolong_jax.data import schema
 from mmprolong_jax.data.image_processing import num_image_tokens, preprocess_image
 from mmprolong_jax.data.shard_reader import RecordRef, ShardRecordError
 from mmprolong_jax.model.position_ids import mrope_position_ids
-from mmprolong_jax.model.vision_layout import pack_vision_rows
+from mmprolong_jax.model.vision_layout import VisionGeometry, pack_vision_rows
 
 TASK_INDEX = {t: i for i, t in enumerate(schema.TASKS)}
 
@@ -39,13 +39,12 @@ def _grid_rows(count: int) -> int:
 class BatchFeaturizer:
   """Callable list[RecordRef] -> batch dict (see loader.py for the contract)."""
 
-  def __init__(self, *, max_len: int, num_patches: int, min_pixels: int, max_pixels: int,
+  def __init__(self, *, max_len: int, geometry: VisionGeometry, min_pixels: int, max_pixels: int,
                patch_dtype: str, model_cfg, vision_shards: int = 1):
     vision = model_cfg.vision
-    if num_patches % (vision.merge_unit * vision_shards):
-      raise ValueError(f"num_patches={num_patches} must be a multiple of merge unit x vision_shards "
-                       f"= {vision.merge_unit * vision_shards}")
-    self.max_len, self.num_patches, self.vision_shards = max_len, num_patches, vision_shards
+    geometry.check(vision, vision_shards)
+    self.max_len, self.geometry, self.vision_shards = max_len, geometry, vision_shards
+    self.num_patches = geometry.num_patches
     self.min_pixels, self.max_pixels = min_pixels, max_pixels
     self.patch_dtype = jnp.dtype(patch_dtype)
     self.vision = vision
@@ -121,7 +120,7 @@ class BatchFeaturizer:
         raise ValueError(f"image {k} processes to grid {tuple(got)}, record says {grid}")
       row_patches[offset:offset + len(patches)] = patches
       offset += len(patches)
-    packed_1xNxP, layout = pack_vision_rows([row_patches], [grids], self.num_patches, self.vision,
+    packed_1xNxP, layout = pack_vision_rows([row_patches], [grids], self.geometry, self.vision,
                                             self.vision_shards, dtype=self.patch_dtype)
     patches_BxNxP[i] = packed_1xNxP[0]
     return layout

@@ -11,18 +11,20 @@ T = max_len tokens and N = num_patches patches):
   positions        [3, B, T]     int32  (temporal, height, width) mRoPE ids, restarting per segment
                                         (position_ids.mrope_position_ids)
   patches          [B, N, 1176]  patch_dtype  the row's images patchified by
-                                        image_processing.preprocess_image, placed in S = vision_shards
-                                        slots of N/S patches (whole images per slot), zero padded
-  window_index     [B, S, N/S/4] int32  } vision layout of each row, exactly
-  window_segments  [B, S, N/S]   int32  } vision_layout.pack_vision_rows' (0 = padding);
-  image_segments   [B, S, N/S]   int32  } feature_slot maps the k-th image token of the row to
-  pos_hw           [B, S, N/S, 2] int32 } its merged feature in the tower's shard-major output
-  feature_slot     [B, N/4]      int32  }
+                                        image_processing.preprocess_image, placed in window slots
+                                        of S = vision_shards shards of N/S slots (whole images per
+                                        shard), zero padded
+  window_segments  [B, S, N/S]    int32 } vision layout of each row, exactly
+  pos_hw           [B, S, N/S, 2] int32 } vision_layout.pack_vision_rows' (F image rows of R
+  image_gather     [B, S, F/S, R] int32 } positions, 0 = padding); feature_slot maps the k-th
+  image_segments   [B, S, F/S, R] int32 } image token of the row to its merged feature in the
+  image_scatter    [B, S, N/S]    int32 } tower's shard-major output
+  feature_slot     [B, N/4]       int32 }
 The batch is this host's slice of the global batch (hosts' rows are disjoint); the trainer places
 it on the mesh with the batch axis over (data, fsdp) and tokens over `sequence`.
 
 Config (`data` section, see `default_config`): shards {set: glob}, mixture {set: weight}, max_len,
-num_patches, global_batch_tokens, seed, worker_count, worker_buffer_size, image_min_pixels,
+num_patches, image_rows, image_row_len, images_per_row (sources.vision_slots), global_batch_tokens, seed, worker_count, worker_buffer_size, image_min_pixels,
 image_max_pixels, patch_dtype. Mixture weights are shares of rows (of tokens when rows are equally
 full). `vision_shards` (make_loader's argument) is the mesh's `sequence` size.
 
@@ -39,6 +41,7 @@ from absl import flags
 from mmprolong_jax.data import image_processing, mixture
 from mmprolong_jax.data.sources import default_config, rows_per_host  # noqa: F401 (re-exported)
 from mmprolong_jax.data.featurize import BatchFeaturizer, use_cpu_for_jax
+from mmprolong_jax.model.vision_layout import VisionGeometry
 
 
 def make_loader(data_cfg, model_cfg, *, process_index: int = 0, process_count: int = 1,
@@ -52,7 +55,8 @@ def make_loader(data_cfg, model_cfg, *, process_index: int = 0, process_count: i
   records = mixture.mixed_records(dict(data_cfg.shards), dict(data_cfg.mixture),
                                   seed=data_cfg.seed, process_index=process_index,
                                   process_count=process_count)
-  featurize = BatchFeaturizer(max_len=data_cfg.max_len, num_patches=data_cfg.num_patches,
+  featurize = BatchFeaturizer(max_len=data_cfg.max_len,
+                              geometry=VisionGeometry.from_config(data_cfg),
                               min_pixels=data_cfg.image_min_pixels,
                               max_pixels=data_cfg.image_max_pixels,
                               patch_dtype=data_cfg.patch_dtype, model_cfg=model_cfg,

@@ -14,8 +14,7 @@ def default_config() -> ml_collections.ConfigDict:
       "shards": {t: "" for t in ("extract_single", "extract_multi", "reasoning")},
       "mixture": {"extract_single": 0.4, "extract_multi": 0.4, "reasoning": 0.2},
       "max_len": 131072,
-      # A row's image tokens are at most max_len and each is 4 patches.
-      "num_patches": 4 * 131072,
+      **vision_slots(131072),
       "global_batch_tokens": 4 * 2**20,
       "seed": 0,
       # benchmarks/README.md: one worker makes a 128K row every ~9 s; a GPU needs one per ~55 s.
@@ -25,6 +24,21 @@ def default_config() -> ml_collections.ConfigDict:
       "image_max_pixels": image_processing.CHECKPOINT_MAX_PIXELS,
       "patch_dtype": "float32",
   })
+
+
+def vision_slots(max_len: int, page_patches: int = 10752, page_tokens: int = 2048) -> dict:
+  """Static vision geometry (model/vision_layout.py) for rows of `max_len` tokens of pages.
+
+  num_patches: window slots of 64 patches; 4 patches per image token plus 12.5% for windows cut
+  by page edges (a US-letter page at 144 DPI needs 5%). image_rows: one image per row (cuDNN's
+  packed backward would need a workspace per segment), at least one per `page_tokens` tokens
+  (a 144-DPI page is ~2.5K). image_row_len: the largest image, 10,752 patches by default
+  (A4 at 144 DPI is 10,320, US letter 10,032).
+  """
+  return {"num_patches": -(-9 * max_len // 2 // 512) * 512,
+          "image_rows": -(-max_len // page_tokens // 8) * 8,
+          "image_row_len": page_patches,
+          "images_per_row": 1}
 
 
 def steps_from_budget(token_budget: float, global_batch_tokens: int) -> int:
@@ -50,9 +64,10 @@ def make_source(config, model_cfg, *, process_index: int, process_count: int,
   rows = rows_per_host(d, process_count)
   if d.source == "synthetic":
     from mmprolong_jax.data.synthetic import SyntheticSource
+    from mmprolong_jax.model.vision_layout import VisionGeometry
     s = d.synthetic
     return SyntheticSource(config.seed + process_index, model_cfg, rows=rows,
-                           max_len=d.max_len, num_patches=d.num_patches,
+                           max_len=d.max_len, geometry=VisionGeometry.from_config(d),
                            page_grid=tuple(s.page_grid), pages_per_segment=tuple(s.pages_per_segment),
                            answer_len=s.answer_len, vision_shards=vision_shards)
   if d.source == "shards":

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from mmprolong_jax.model.config import ModelConfig
 from mmprolong_jax.model.position_ids import mrope_position_ids
-from mmprolong_jax.model.vision_layout import pack_vision_rows
+from mmprolong_jax.model.vision_layout import VisionGeometry, pack_vision_rows
 
 
 def synthetic_row(rng, cfg: ModelConfig, max_len: int, segment_lens, page_grid, pages_per_segment,
@@ -36,8 +36,10 @@ def synthetic_row(rng, cfg: ModelConfig, max_len: int, segment_lens, page_grid, 
 
 
 def synthetic_batch(seed: int, step: int, cfg: ModelConfig, rows: int, max_len: int,
-                    num_patches: int, page_grid=(1, 8, 8), pages_per_segment=(2, 1),
-                    answer_len: int = 8, fill: float = 0.9, vision_shards: int = 1):
+                    geometry: VisionGeometry | None = None, page_grid=(1, 8, 8),
+                    pages_per_segment=(2, 1), answer_len: int = 8, fill: float = 0.9,
+                    vision_shards: int = 1):
+  """geometry: the vision slots (default: the smallest that holds these rows)."""
   rng = np.random.default_rng([seed, step])
   n_seg = len(pages_per_segment)
   lens = [int(max_len * fill / n_seg)] * n_seg
@@ -64,7 +66,9 @@ def synthetic_batch(seed: int, step: int, cfg: ModelConfig, rows: int, max_len: 
   batch["positions"] = np.asarray(mrope_position_ids(
       jnp.asarray(ids), jnp.asarray(flat_grids), segment_ids_BxT=jnp.asarray(seg),
       image_token_id=cfg.image_token_id, spatial_merge_size=cfg.vision.spatial_merge_size))
-  p, layout = pack_vision_rows(patches, grids_per_row, num_patches, cfg.vision, vision_shards)
+  if geometry is None:
+    geometry = VisionGeometry.fit(grids_per_row, cfg.vision, vision_shards)
+  p, layout = pack_vision_rows(patches, grids_per_row, geometry, cfg.vision, vision_shards)
   batch["patches"] = p
   batch.update(layout)
   return batch

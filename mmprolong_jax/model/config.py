@@ -71,9 +71,12 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   # Attention backend for both towers (see mmprolong_jax.attention) and remat policy per layer:
-  # 'none' | 'full' (recompute everything) | 'dots_saveable' | 'save_attention_out'.
+  # 'none' | 'full' (recompute everything) | 'dots_saveable' | 'save_attention_out' |
+  # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats).
   attention_backend: str = "reference"
   remat_policy: str = "none"
+  # LLM MLP run over this many interleaved sequence slices, each rematerialized (memory at 128K).
+  mlp_chunks: int = 1
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

@@ -6,9 +6,9 @@ Inputs of `Qwen2_5_VL.__call__` (a packed batch; B rows of T tokens, N patches p
   segment_ids_BxT    int32 packed segment ids, 0 = padding (default: one segment per row)
   token_pos_BxT      int32 original token index, for causality when the row is stored in a
                      permuted (load-balanced) order; default arange(T)
-  patches_BxNxP      float patches in processor order (P = 3*2*14*14), rows padded to N
-  vision_layout      dict of `vision_layout.pack_vision_rows` arrays for those patches (with a
-                     sequence-shard axis S; S = 1 when the vision tower is not spread)
+  patches_BxNxP      float patches in window slots (P = 3*2*14*14), `vision_layout.pack_vision_rows`
+  vision_layout      dict of that function's layout arrays (with a sequence-shard axis S; S = 1
+                     when the vision tower is not spread)
 The k-th image token of a row (in original token order) receives the k-th merged patch feature.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Qwen2_5_VL(nnx.Module):
     folded into the batch, which shards over (data, fsdp, sequence) with no communication.
     Returns merged features BxMxD in shard-major slot order."""
     b, n, p = patches_BxNxP.shape
-    s = layout["window_index"].shape[1]
+    s = layout["window_segments"].shape[1]
     fold = lambda x: x.reshape(b * s, *x.shape[2:])
     rows = {k: fold(v) for k, v in layout.items() if k != "feature_slot"}
     patches = constrain(patches_BxNxP.reshape(b * s, n // s, p), P(VISION_ROW_AXES))

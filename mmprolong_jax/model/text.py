@@ -7,6 +7,7 @@ from mmprolong_jax.attention import attention
 from mmprolong_jax.attention.reference import reference_attention
 from mmprolong_jax.model import layers, rope
 from mmprolong_jax.model.config import ModelConfig
+from mmprolong_jax.parallel.sharding import BATCH_SPEC
 
 
 class Attention(nnx.Module):
@@ -70,10 +71,11 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = layers.RMSNorm(t.hidden_size, t.rms_norm_eps, **kw)
     self.self_attn = Attention(cfg, rngs)
     self.mlp = layers.SwiGLU(t.hidden_size, t.intermediate_size, bias=False, rngs=rngs, **kw)
+    self.mlp_chunks = cfg.mlp_chunks
 
   def __call__(self, x, angles, segment_ids, token_pos, attn_cfg):
     x = x + self.self_attn(self.input_layernorm(x), angles, segment_ids, token_pos, attn_cfg)
-    return x + self.mlp(self.post_attention_layernorm(x))
+    return x + layers.chunked_apply(self.mlp, self.post_attention_layernorm(x), self.mlp_chunks)
 
   # --- KV-cache generation: the same layer around Attention.prefill / Attention.decode. ---
 
@@ -111,7 +113,7 @@ class TextModel(nnx.Module):
     angles = rope.mrope_angles(positions_3xBxT, t.head_dim, t.rope_theta, t.mrope_section)
     layer_fn = layers.maybe_remat(
         lambda layer, x: layer(x, angles, segment_ids_BxT, token_pos_BxT, attn_cfg),
-        self.cfg.remat_policy)
+        self.cfg.remat_policy, act_spec=BATCH_SPEC)
     x = embeds_BxTxD
     for layer in self.layers:
       x = layer_fn(layer, x)

@@ -1,16 +1,20 @@
 """Qwen2.5-VL vision tower: patch embed -> window/full attention blocks -> 2x2 patch merger.
 
-Works per batch row on a padded patch stream (see `vision_layout`): all images of a row go
-through together, attention masked by segment ids so it never crosses windows (windowed blocks)
-or images (full-attention blocks).
+Works per batch row on the window-slot stream of `vision_layout`: windowed blocks attend inside
+each fixed-size window slot (a reshape into rows), full-attention blocks gather each image into
+an image row and scatter the result back; padding never mixes with real patches.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from mmprolong_jax.attention import attention
 from mmprolong_jax.model import layers, rope
 from mmprolong_jax.model.config import ModelConfig
+from mmprolong_jax.parallel.sharding import VISION_ROW_AXES
 
 
 class VisionAttention(nnx.Module):
@@ -22,13 +26,36 @@ class VisionAttention(nnx.Module):
     self.proj = layers.linear(v.hidden_size, v.hidden_size, bias=True, **kw)
     self.num_heads = v.num_heads
 
-  def __call__(self, x_BxNxE, angles_BxNxD, segments_BxN, attn_cfg):
+  def __call__(self, x_BxNxE, angles_BxNxD, attend):
     b, n, _ = x_BxNxE.shape
     qkv = self.qkv(x_BxNxE).reshape(b, n, 3, self.num_heads, -1)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q, k = rope.apply_rope(q, angles_BxNxD), rope.apply_rope(k, angles_BxNxD)
-    o = attention(q, k, v, segment_ids_BxT=segments_BxN, causal=False, cfg=attn_cfg)
-    return self.proj(o.reshape(b, n, -1))
+    return self.proj(attend(q, k, v).reshape(b, n, -1))
+
+
+def window_attention(q_BxNxHxD, k, v, segments_BxN, window: int, cfg):
+  """Attention inside each `window`-slot run of the stream: the slots become batch rows."""
+  b, n = segments_BxN.shape
+  rows = lambda x: x.reshape(b * n // window, window, *x.shape[2:])
+  o = attention(rows(q_BxNxHxD), rows(k), rows(v), segment_ids_BxT=rows(segments_BxN),
+                causal=False, cfg=dataclasses.replace(cfg, max_segments=1))
+  return o.reshape(q_BxNxHxD.shape)
+
+
+def image_attention(q_BxNxHxD, k, v, gather_BxFxR, segments_BxFxR, scatter_BxN, cfg):
+  """Attention within images: slots gathered into image rows, results scattered back."""
+  b, f, r = gather_BxFxR.shape
+  zero = jnp.zeros((b, 1) + q_BxNxHxD.shape[2:], q_BxNxHxD.dtype)
+
+  def pick(x_BxSxHxD, index_BxI):
+    x = jnp.concatenate([x_BxSxHxD, zero], axis=1)   # the last slot reads as zero
+    return jnp.take_along_axis(x, index_BxI[:, :, None, None], axis=1)
+
+  rows = lambda x: pick(x, gather_BxFxR.reshape(b, f * r)).reshape(b * f, r, *x.shape[2:])
+  o = attention(rows(q_BxNxHxD), rows(k), rows(v), segment_ids_BxT=segments_BxFxR.reshape(b * f, r),
+                causal=False, cfg=cfg)
+  return pick(o.reshape(b, f * r, *o.shape[2:]), scatter_BxN)
 
 
 class VisionBlock(nnx.Module):
@@ -41,8 +68,8 @@ class VisionBlock(nnx.Module):
     self.attn = VisionAttention(cfg, rngs)
     self.mlp = layers.SwiGLU(v.hidden_size, v.intermediate_size, bias=True, rngs=rngs, **kw)
 
-  def __call__(self, x, angles, segments, attn_cfg):
-    x = x + self.attn(self.norm1(x), angles, segments, attn_cfg)
+  def __call__(self, x, angles, attend):
+    x = x + self.attn(self.norm1(x), angles, attend)
     return x + self.mlp(self.norm2(x))
 
 
@@ -75,29 +102,23 @@ class VisionTower(nnx.Module):
     self.merger = PatchMerger(cfg, rngs)
     self.cfg = cfg
 
-  def attention_segments(self, layout):
-    """(windowed blocks', full-attention blocks') segment argument for `attention`."""
-    return layout["window_segments"], layout["image_segments"]
-
   def __call__(self, patches_BxNxP, layout, attn_cfg):
-    """Returns merged features BxMxD (M = N/4) in the processor's (image, raster) order.
+    """Returns merged features Bx(N/4)xD in window-slot order (`feature_slot` finds them).
 
     `layout` holds one row's (or one shard's) `vision_layout` arrays with a leading batch axis.
     """
     v = self.cfg.vision
-    b, n, _ = patches_BxNxP.shape
-    unit = v.merge_unit
     x = self.patch_embed(patches_BxNxP.astype(self.cfg.dtype))
-    win_BxM = layout["window_index"]
-    x = jnp.take_along_axis(x.reshape(b, n // unit, unit, -1), win_BxM[:, :, None, None], axis=1)
-    x = x.reshape(b, n, -1)
     angles = rope.vision_angles(layout["pos_hw"], v.head_dim, v.rope_theta)
-    full = set(v.fullatt_block_indexes)
-    block_fn = layers.maybe_remat(lambda blk, x, seg: blk(x, angles, seg, attn_cfg),
-                                  self.cfg.remat_policy)
-    windows, images = self.attention_segments(layout)
+    window = (v.window_size // v.patch_size) ** 2
+    windows = lambda q, k, val: window_attention(q, k, val, layout["window_segments"], window,
+                                                 attn_cfg)
+    images = lambda q, k, val: image_attention(q, k, val, layout["image_gather"],
+                                               layout["image_segments"], layout["image_scatter"],
+                                               attn_cfg)
+    remat = lambda attend: layers.maybe_remat(lambda blk, x: blk(x, angles, attend),
+                                              self.cfg.remat_policy, act_spec=P(VISION_ROW_AXES))
+    windowed, full = remat(windows), remat(images)
     for i, blk in enumerate(self.blocks):
-      x = block_fn(blk, x, images if i in full else windows)
-    merged_BxMxD = self.merger(x)
-    inverse_BxM = jnp.argsort(win_BxM, axis=1)
-    return jnp.take_along_axis(merged_BxMxD, inverse_BxM[:, :, None], axis=1)
+      x = (full if i in v.fullatt_block_indexes else windowed)(blk, x)
+    return self.merger(x)

@@ -46,7 +46,8 @@ def param_sharding(path: str, shape, mesh) -> NamedSharding:
 BATCH_SPEC = P(BATCH_AXES, "sequence")
 # The vision tower's rows are (batch row, sequence shard) pairs: see model/vision_layout.py.
 VISION_ROW_AXES = BATCH_AXES + ("sequence",)
-_VISION_SHARDED = ("patches", "window_index", "window_segments", "image_segments", "pos_hw")
+_VISION_SHARDED = ("patches", "window_segments", "pos_hw", "image_gather", "image_segments",
+                   "image_scatter")
 
 
 def batch_specs(batch) -> dict:
@@ -69,3 +70,11 @@ def constrain(x, spec: P):
   if jax.sharding.get_abstract_mesh().empty:
     return x
   return jax.lax.with_sharding_constraint(x, spec)
+
+
+def gathered_spec(path: str, shape) -> P:
+  """A parameter's spec where it is used: its own without 'fsdp' (FSDP gathers the weight, a
+  'tensor' split stays). Uses the mesh set with jax.set_mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  spec = fit_spec(param_spec(path, shape), shape, mesh)
+  return P(*(None if a == "fsdp" else a for a in spec))

@@ -17,17 +17,20 @@ from mmprolong_jax.data.chat import ChatTokenizer
 from mmprolong_jax.data.image_processing import preprocess_image
 from mmprolong_jax.data.shard_reader import ShardRecordError, ShardSource
 from mmprolong_jax.model.position_ids import mrope_position_ids
-from mmprolong_jax.model.vision_layout import pack_vision_rows
-from tests.data.conftest import MAX_LEN, MAX_PATCHES, MAX_PIXELS, MIN_PIXELS
+from mmprolong_jax.model.vision_layout import VisionGeometry, pack_vision_rows
+from tests.data.conftest import MAX_LEN, MAX_PIXELS, MIN_PIXELS
 
 SETS = ("extract_single", "reasoning", "short")
+# Rows hold <= MAX_PATCHES real patches in images of <= 48 patches (one window each).
+GEOM = VisionGeometry(num_patches=2048, image_rows=16, image_row_len=64)
 
 
 def data_cfg(out, mixture_weights, rows=2, **kw):
   cfg = loader.default_config()
   cfg.shards = {name: schema.shard_glob(out, name) for name in SETS}
   cfg.mixture = mixture_weights
-  cfg.update({"max_len": MAX_LEN, "num_patches": MAX_PATCHES, "global_batch_tokens": rows * MAX_LEN,
+  cfg.update({"max_len": MAX_LEN, "num_patches": GEOM.num_patches, "image_rows": GEOM.image_rows,
+              "image_row_len": GEOM.image_row_len, "global_batch_tokens": rows * MAX_LEN,
               "worker_count": 0, "image_min_pixels": MIN_PIXELS, "image_max_pixels": MAX_PIXELS, **kw})
   return cfg
 
@@ -67,7 +70,7 @@ def _expected_row(segments, chat, work_dir, model_cfg, vision_shards, patch_dtyp
   row["positions"] = np.asarray(mrope_position_ids(
       row["input_ids"], np.asarray(grids, np.int32).reshape(-1, 3),
       segment_ids_BxT=row["segment_ids"], image_token_id=model_cfg.image_token_id))
-  vis, layout = pack_vision_rows([np.concatenate(patches)], [grids], MAX_PATCHES, model_cfg.vision,
+  vis, layout = pack_vision_rows([np.concatenate(patches)], [grids], GEOM, model_cfg.vision,
                                  vision_shards, dtype=jnp.dtype(patch_dtype))
   return {**row, "patches": vis, **layout}
 
@@ -89,8 +92,8 @@ def test_round_trip_instance_to_batch(built, work_dir, tokenizer_dir, model_cfg,
   it = loader.make_loader(cfg, model_cfg, vision_shards=vision_shards)
   for batch in take(it, 3):
     assert batch["positions"].shape == (3, 2, MAX_LEN)
-    assert batch["patches"].shape == (2, MAX_PATCHES, 1176)
-    assert batch["window_index"].shape == (2, vision_shards, MAX_PATCHES // 4 // vision_shards)
+    assert batch["patches"].shape == (2, GEOM.num_patches, 1176)
+    assert batch["image_gather"].shape == (2, vision_shards, 16 // vision_shards, 64)
     for b in range(2):
       length = np.count_nonzero(batch["segment_ids"][b])
       segments = [instances[i] for i in records[tuple(batch["input_ids"][b, :length])]]
