@@ -1,6 +1,7 @@
 """Attention TFLOP/s on one GPU: every backend that runs there, at Qwen2.5-7B head shapes.
 
-    python3 benchmarks/attention.py [--check] [--extra] [--seq-lens 32768,65536,131072] [--out DIR]
+    python3 benchmarks/attention.py [--check] [--extra] [--per-segment]
+                                    [--seq-lens 32768,65536,131072] [--out DIR]
 
 28 query heads, 4 kv heads, head dim 128, bf16, batch 1, causal. Rows are either one
 full-length segment ("unpacked") or ~6 segments of random lengths plus ~1% padding
@@ -9,10 +10,17 @@ forward+backward (backward = 2.5x forward), P = sum over segments of L(L+1)/2.
 The bare kernel, jax.nn.dot_product_attention(implementation='cudnn', is_causal=True),
 runs unpacked in the same process as the yardstick; `eff` is a row's TFLOP/s over the
 bare kernel's at the same length and mode. M is AttentionConfig.max_segments.
+"ring sp=1 [cudnn]" is ring on a one-device mesh with local_backend='cudnn' (it runs the
+packed kernel); "one-step ring [cudnn steps]" keeps the ring anyway, so the fused ring
+step kernel (ragged cuDNN call + statistics) is timed on its own.
+
+"ring step 1 of sp=4" times one later ring step on one GPU (see `ring_step_case`) beside
+the bare non-causal kernel on the same shard length.
 
 --check first compares the GPU paths with the fp32 reference at T=2048 (outputs and
-gradients, relative L2 error). Prints a table; writes attention.json to --out
-(default $OUT, else the working directory).
+gradients, relative L2 error). --per-segment also times the bare kernel on each segment
+length of the first packed row alone, to compare their sum with the packed call.
+Prints a table; writes attention.json to --out (default $OUT, else the working directory).
 """
 import argparse
 import json
@@ -25,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmprolong_jax.attention import AttentionConfig, attention
+from mmprolong_jax.attention.fused_step import FusedStep
+from mmprolong_jax.attention.ring import ring_attention
 from mmprolong_jax.parallel.mesh import MeshConfig, make_mesh
 
 H, K, D = 28, 4, 128
@@ -54,24 +64,31 @@ def inputs(seq_len: int, seed: int = 0):
   return [jax.random.normal(k, s, DTYPE) for k, s in zip(keys, shapes)]
 
 
-def ours(cfg: AttentionConfig, seg):
-  seg = jnp.asarray(seg)
-  return lambda q, k, v: attention(q, k, v, segment_ids_BxT=seg, causal=True, cfg=cfg)
+# Every timed function takes (q, k, v, seg): segment ids are a jit argument, as in
+# training, so their bookkeeping (runs, plans) runs on the GPU instead of being folded
+# into constants at compile time.
+def ours(cfg: AttentionConfig, causal=True):
+  return lambda q, k, v, seg: attention(q, k, v, segment_ids_BxT=seg, causal=causal, cfg=cfg)
 
 
-def bare(q, k, v):
+def one_step_ring(cfg: AttentionConfig, causal=True):
+  """Ring with its sp == 1 shortcut turned off: the fused step kernel alone."""
+  def fn(q, k, v, seg):
+    pos = jnp.broadcast_to(jnp.arange(seg.shape[1]), seg.shape)
+    return ring_attention(q, k, v, seg, pos, causal, cfg, skip_degenerate_ring=False)
+  return fn
+
+
+def bare(q, k, v, seg):
+  del seg  # unpacked rows only
   return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
-def pallas_triton(seg):
+def pallas_triton(q, k, v, seg):
   """jax's Pallas (Triton) GPU flash kernel with segment ids; no GQA, so kv is repeated."""
   from jax.experimental.pallas.ops.gpu import attention as pallas_attention
-  seg = jnp.asarray(seg)
-
-  def fn(q, k, v):
-    k, v = (jnp.repeat(x, H // K, axis=2) for x in (k, v))
-    return pallas_attention.mha(q, k, v, segment_ids=seg, sm_scale=D ** -0.5, causal=True)
-  return fn
+  k, v = (jnp.repeat(x, H // K, axis=2) for x in (k, v))
+  return pallas_attention.mha(q, k, v, segment_ids=seg, sm_scale=D ** -0.5, causal=True)
 
 
 def timed(fn, args, reps: int) -> float:
@@ -86,44 +103,103 @@ def timed(fn, args, reps: int) -> float:
 
 
 def fwd_bwd(fn):
-  def run(q, k, v, do):
-    out, vjp = jax.vjp(fn, q, k, v)
+  def run(q, k, v, seg, do):
+    out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, seg), q, k, v)
     return out, vjp(do)
   return run
 
 
+def case(name, seq_len, packed, fn):
+  """(name, segment ids, fwd, fwd+bwd, unmasked pairs) of a causal attention call."""
+  seg = make_segments(seq_len, packed)
+  return name, seg, packed, fn, fwd_bwd(fn), unmasked_pairs(seg)
+
+
+def ring_step_case(seq_len, sp):
+  """Shard 0's step 1 of a zigzag ring over sp shards on an unpacked row: its late query
+  chunk against both chunks of the arriving block, no mask, 2c^2 pairs (c = chunk).
+  Every step after the first does this much work, so at sp >= 2 it is most of the ring."""
+  t, c = seq_len // sp, seq_len // (2 * sp)
+  kernel = FusedStep(True, "zigzag", max_segments=8)
+
+  def step(q, k, v, seg):
+    return kernel.planned_fwd(q, k, v, kernel.plan(seg, seg, 1, 0, sp), step=1)
+
+  def step_fwd_bwd(q, k, v, seg, do):
+    plan = kernel.plan(seg, seg, 1, 0, sp)
+    o, lse = kernel.planned_fwd(q, k, v, plan, step=1)
+    return kernel.bwd(q, k, v, do, (o.astype(q.dtype), lse), plan, step=1)
+  return (f"ring step 1 of sp={sp}, {seq_len // 1024}K row", make_segments(t, False), False,
+          step, step_fwd_bwd, 2 * c * c)
+
+
+def bare_noncausal_case(seq_len):
+  def fn(q, k, v, seg):
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+  return ("bare cuDNN non-causal (unpacked)", make_segments(seq_len, False), False, fn,
+          fwd_bwd(fn), seq_len ** 2)
+
+
 def cases(seq_lens, one_device_mesh, extra: bool):
-  """(name, seq_len, packed, fn) in the order they run: the cuDNN paths at every length
-  first, then (with --extra) the slow ones measured once for the record."""
+  """Benchmark cases (see `case`) in the order they run: the cuDNN paths at every
+  length first, then (with --extra) the slow ones measured once for the record."""
   out = []
+  ring = AttentionConfig("ring", mesh=one_device_mesh, local_backend="cudnn", max_segments=8)
   for t in seq_lens:
-    packed = make_segments(t, True)
-    out += [("bare cuDNN (unpacked)", t, False, bare),
-            ("cudnn M=2 (unpacked)", t, False,
-             ours(AttentionConfig("cudnn", max_segments=2), make_segments(t, False))),
-            ("cudnn M=8 (packed)", t, True, ours(AttentionConfig("cudnn", max_segments=8), packed)),
-            ("ulysses sp=1 [cudnn M=8] (packed)", t, True, ours(AttentionConfig(
-                "ulysses", mesh=one_device_mesh, local_backend="cudnn", max_segments=8), packed))]
-  t0 = seq_lens[0]
-  out.append(("cudnn M=16 (packed)", t0, True,
-              ours(AttentionConfig("cudnn", max_segments=16), make_segments(t0, True))))
+    out += [case("bare cuDNN (unpacked)", t, False, bare),
+            case("cudnn M=2 (unpacked)", t, False, ours(AttentionConfig("cudnn", max_segments=2))),
+            case("cudnn M=8 (packed)", t, True, ours(AttentionConfig("cudnn", max_segments=8))),
+            case("ulysses sp=1 [cudnn M=8] (packed)", t, True, ours(AttentionConfig(
+                "ulysses", mesh=one_device_mesh, local_backend="cudnn", max_segments=8))),
+            case("ring sp=1 [cudnn M=8] (unpacked)", t, False, ours(ring)),
+            case("ring sp=1 [cudnn M=8] (packed)", t, True, ours(ring)),
+            case("one-step ring [cudnn steps] (unpacked)", t, False, one_step_ring(ring)),
+            case("one-step ring [cudnn steps] (packed)", t, True, one_step_ring(ring))]
+  t0, t1 = seq_lens[0], seq_lens[-1]
+  out += [case("cudnn M=16 (packed)", t0, True, ours(AttentionConfig("cudnn", max_segments=16))),
+          ring_step_case(t1, 4), bare_noncausal_case(t1 // 4)]
   if extra:
     ring = AttentionConfig("ring", mesh=one_device_mesh, block_q=2048, block_kv=2048)
-    out += [("ring sp=1 [blockwise] (packed)", t, True, ours(ring, make_segments(t, True)))
-            for t in seq_lens[:2]]
-    out.append(("pallas triton (packed)", t0, True, pallas_triton(make_segments(t0, True))))
+    out += [case("ring sp=1 [blockwise] (packed)", t, True, ours(ring)) for t in seq_lens[:2]]
+    out.append(case("pallas triton (packed)", t0, True, pallas_triton))
   return out
 
 
-def run_benchmarks(seq_lens, reps, budget_s, one_device_mesh, extra):
+def per_segment_cases(seq_len):
+  """The bare kernel on each segment of the packed row alone (one unpacked row each),
+  lengths rounded up to even: cuDNN's backward rejects odd ones."""
+  lengths = np.bincount(make_segments(seq_len, True)[0])[1:]
+  return [case(f"bare cuDNN, segment of {n} alone", int(n + n % 2), False, bare)
+          for n in lengths]
+
+
+def per_segment_sums(rows, seq_len):
+  """Rows adding up the per-segment timings, as if the packed row ran as separate calls."""
+  out = []
+  for mode, flops_per_pair in (("fwd", 4 * H * D), ("fwd+bwd", 14 * H * D)):
+    parts = [r for r in rows if r["backend"].endswith(" alone") and r["mode"] == mode]
+    if parts and all("ms" in r for r in parts):
+      ms = sum(r["ms"] for r in parts)
+      pairs = sum(r["unmasked_pairs"] for r in parts)
+      out.append(dict(backend="sum of the segments alone", seq_len=seq_len, packed=True,
+                      mode=mode, unmasked_pairs=pairs, ms=ms,
+                      tflops=flops_per_pair * pairs / ms / 1e9))
+  return out
+
+
+def run_benchmarks(seq_lens, reps, budget_s, one_device_mesh, extra, per_segment):
   rows = []
   start = time.perf_counter()
-  for name, t, packed, fn in cases(seq_lens, one_device_mesh, extra):
-    pairs = unmasked_pairs(make_segments(t, packed))
+  todo = cases(seq_lens, one_device_mesh, extra)
+  if per_segment:
+    todo += per_segment_cases(seq_lens[0])
+  for name, seg, packed, fwd, fwd_and_bwd, pairs in todo:
+    t = seg.shape[1]
     q, k, v, do = inputs(t)
-    for mode, flops, jitted, args in (("fwd", 4 * pairs * H * D, jax.jit(fn), (q, k, v)),
-                                      ("fwd+bwd", 14 * pairs * H * D, jax.jit(fwd_bwd(fn)),
-                                       (q, k, v, do))):
+    seg = jnp.asarray(seg)
+    for mode, flops, jitted, args in (("fwd", 4 * pairs * H * D, jax.jit(fwd), (q, k, v, seg)),
+                                      ("fwd+bwd", 14 * pairs * H * D, jax.jit(fwd_and_bwd),
+                                       (q, k, v, seg, do))):
       row = dict(backend=name, seq_len=t, packed=packed, mode=mode, unmasked_pairs=pairs)
       if time.perf_counter() - start > budget_s:
         row["error"] = "skipped: time budget"
@@ -135,8 +211,10 @@ def run_benchmarks(seq_lens, reps, budget_s, one_device_mesh, extra):
           row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
       rows.append(row)
       print(json.dumps(row), flush=True)
+  if per_segment:
+    rows += per_segment_sums(rows, seq_lens[0])
   base = {(r["seq_len"], r["mode"]): r.get("tflops") for r in rows
-          if r["backend"].startswith("bare")}
+          if r["backend"] == "bare cuDNN (unpacked)"}
   for r in rows:
     if r.get("tflops") and base.get((r["seq_len"], r["mode"])):
       r["eff_vs_bare"] = r["tflops"] / base[(r["seq_len"], r["mode"])]
@@ -158,20 +236,23 @@ def run_checks(one_device_mesh, seq_len=2048):
   pad = slice(longest_end - 30, longest_end)
   seg[0, pad] = 0
   up = lambda x: x.astype(jnp.float32)  # noqa: E731
+  seg_arg = jnp.asarray(seg)
   for causal in (True, False):
-    def with_causal(cfg):
-      s = jnp.asarray(seg)
-      return lambda q, k, v: attention(q, k, v, segment_ids_BxT=s, causal=causal, cfg=cfg)
-    want = jax.jit(fwd_bwd(with_causal(AttentionConfig("reference"))))(
-        up(q), up(k), up(v), up(do))
+    want = jax.jit(fwd_bwd(ours(AttentionConfig("reference"), causal)))(
+        up(q), up(k), up(v), seg_arg, up(do))
     for name, cfg in (("cudnn", AttentionConfig("cudnn")),
                       ("ulysses sp=1 [cudnn]", AttentionConfig(
                           "ulysses", mesh=one_device_mesh, local_backend="cudnn")),
                       ("ring sp=1", AttentionConfig("ring", mesh=one_device_mesh)),
+                      ("ring sp=1 [cudnn]", AttentionConfig(
+                          "ring", mesh=one_device_mesh, local_backend="cudnn")),
+                      ("one-step ring [cudnn steps]", AttentionConfig(
+                          "ring", mesh=one_device_mesh, local_backend="cudnn")),
                       ("blockwise", AttentionConfig("blockwise"))):
       row = dict(check=name, causal=causal, seq_len=seq_len)
+      fn = (one_step_ring if name.startswith("one-step") else ours)(cfg, causal)
       try:
-        got = jax.jit(fwd_bwd(with_causal(cfg)))(q, k, v, do)
+        got = jax.jit(fwd_bwd(fn))(q, k, v, seg_arg, do)
         errs = [rel_err(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))]
         pad_out = float(jnp.abs(got[0][0, pad]).max())
         row.update(rel_err_out_dq_dk_dv=errs, max_abs_padded_out=pad_out,
@@ -184,13 +265,13 @@ def run_checks(one_device_mesh, seq_len=2048):
 
 
 def print_table(rows):
-  print(f"\n{'backend':34s} {'T':>7s} {'mode':8s} {'ms':>9s} {'TFLOP/s':>8s} {'eff':>6s}")
+  print(f"\n{'backend':40s} {'T':>7s} {'mode':8s} {'ms':>9s} {'TFLOP/s':>8s} {'eff':>6s}")
   for r in rows:
     if "error" in r:
-      print(f"{r['backend']:34s} {r['seq_len']:7d} {r['mode']:8s} {r['error'][:60]}")
+      print(f"{r['backend']:40s} {r['seq_len']:7d} {r['mode']:8s} {r['error'][:60]}")
     else:
       eff = f"{r['eff_vs_bare']:.0%}" if "eff_vs_bare" in r else ""
-      print(f"{r['backend']:34s} {r['seq_len']:7d} {r['mode']:8s} {r['ms']:9.2f} "
+      print(f"{r['backend']:40s} {r['seq_len']:7d} {r['mode']:8s} {r['ms']:9.2f} "
             f"{r['tflops']:8.1f} {eff:>6s}")
 
 
@@ -203,6 +284,8 @@ def main():
   parser.add_argument("--check", action="store_true")
   parser.add_argument("--extra", action="store_true",
                       help="also time ring sp=1 (blockwise kernel) and jax's Pallas Triton kernel")
+  parser.add_argument("--per-segment", action="store_true",
+                      help="also time the bare kernel on each segment of the first packed row")
   parser.add_argument("--out", default=os.environ.get("OUT", "."))
   args = parser.parse_args()
   device = jax.devices()[0]
@@ -212,7 +295,7 @@ def main():
   if args.check:
     report["checks"] = run_checks(one_device_mesh)
   report["rows"] = run_benchmarks([int(t) for t in args.seq_lens.split(",")], args.reps,
-                                  args.budget_s, one_device_mesh, args.extra)
+                                  args.budget_s, one_device_mesh, args.extra, args.per_segment)
   print_table(report["rows"])
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "attention.json"), "w") as f:

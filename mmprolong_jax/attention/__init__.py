@@ -35,7 +35,8 @@ Backends (AttentionConfig.backend):
 - 'ring': ring attention over 'sequence' (ring.py): K/V blocks circulate with their
   segment ids and positions, per-step (out, logsumexp) merged by log-sum-exp; the
   custom_vjp backward rings too (dK/dV travel with their block). Per-step kernel:
-  'blockwise' on every platform (see "Not done" in README.md for the fused variant).
+  cfg.local_backend='cudnn' -> one fused cuDNN ragged call per step (fused_step.py),
+  and no ring at all when the sequence axis has size 1; otherwise 'blockwise'.
 - 'ulysses': all-to-all sequence<->heads, cfg.local_backend on the full row, all-to-all
   back (ulysses.py). KV heads are repeated when the degree exceeds them; impossible
   degrees raise ValueError naming the numbers.

@@ -21,12 +21,18 @@ class AttentionConfig:
   layout: how the token stream is stored: 'natural' (original order) or 'zigzag'
     (`zigzag_permutation(T, sequence_axis_size)` applied once at the model input).
     Kernels that mask by storage index (cudnn, splash) un-permute locally when zigzag.
-  local_backend: kernel each device runs inside ulysses (any of LOCAL_BACKENDS).
-  block_q, block_kv: tile sizes of the blockwise kernel (also ring's per-step kernel).
-  max_segments: static bound M on segments per row for cuDNN's packed (ragged-offset)
-    path; segments past the M-th are silently dropped. Keep it tight: XLA sizes cuDNN's
-    grid and backward workspace as if the row were M rows, about 2*M*T*H*D*4 bytes of
-    backward workspace (M=16 at T=128K, 28 heads, D=128 did not fit an 80 GB H100).
+  local_backend: kernel each device runs inside ulysses (any of LOCAL_BACKENDS). Ring:
+    'cudnn' runs every ring step as one fused cuDNN call (fused_step.py; default
+    positions and contiguous segment ids required, as for 'cudnn') and, with a
+    sequence axis of 1, runs the local cuDNN kernel without a ring; any other value
+    uses the tiled jnp block kernel (any platform, any positions).
+  block_q, block_kv: tile sizes of the blockwise kernel (also ring's jnp step kernel).
+  max_segments: static bound M on segments per row (ring: per shard row) for cuDNN's
+    packed (ragged-offset) path; segments past the M-th are silently dropped. Keep it
+    tight: XLA sizes cuDNN's grid and backward workspace as if the row were M rows,
+    about 2*M*T*H*D*4 bytes of backward workspace (M=16 at T=128K, 28 heads, D=128 did
+    not fit an 80 GB H100).
+    M=1 promises a single segment per row that starts at index 0 (vision tower rows).
   shard_heads: in ring/ulysses, also split heads over the 'tensor' axis when present.
   splash_interpret: run splash in Pallas interpret mode (CPU testing).
   """

@@ -3,7 +3,7 @@ from mmprolong_jax.attention import layout
 from mmprolong_jax.attention.config import AttentionConfig
 from mmprolong_jax.attention.cudnn import cudnn_attention
 from mmprolong_jax.attention.reference import reference_attention
-from mmprolong_jax.attention.ring import ring_core
+from mmprolong_jax.attention.ring import BlockwiseStep, ring_core
 from mmprolong_jax.attention.splash import splash_attention
 
 
@@ -24,8 +24,8 @@ def local_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, pos_BxT, causal: b
     return reference_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, seg_BxT, pos_BxT, pos_BxT,
                                causal)
   if backend == "blockwise":
-    return ring_core(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, pos_BxT, causal, None, 1,
-                     cfg.block_q, cfg.block_kv)
+    return ring_core(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, pos_BxT,
+                     BlockwiseStep(causal, cfg.block_q, cfg.block_kv), None, 1)
   if backend == "cudnn":
     def kernel(q, k, v, seg):
       return cudnn_attention(q, k, v, seg, causal, cfg.max_segments)

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention_testlib import assert_close, out_and_grads, random_qkv, random_segments
+from attention_testlib import (B, LLM, T, VISION, assert_close, check_against_reference,
+                              out_and_grads, random_qkv)
 from mmprolong_jax.attention import AttentionConfig, attention, kv_head_repeats, zigzag_permutation
 from mmprolong_jax.parallel.mesh import MeshConfig, make_mesh
 
@@ -17,62 +18,37 @@ MESHES = {
     "seq4_fsdp2": MeshConfig(sequence=4, fsdp=2),
     "seq2_data4": MeshConfig(sequence=2, data=4, fsdp=1),
 }
-B, T = 4, 128
-LLM = dict(heads=8, kv_heads=2, head_dim=16)     # GQA; Ulysses repeats kv heads at sp > 2
-VISION = dict(heads=8, kv_heads=8, head_dim=16)  # non-causal, segments = windows/images
-TRIALS = 3  # random segment layouts per compiled function
-
-
-def _check_against_reference(mesh_cfg, backend, causal, shapes, *, layout="zigzag", seed=0,
-                             devices=None, **cfg_kw):
-  mesh = make_mesh(mesh_cfg, devices)
-  sp = dict(mesh.shape)["sequence"]
-  rng = np.random.default_rng(seed)
-  q, k, v, do = random_qkv(rng, B, T, shapes["heads"], shapes["kv_heads"], shapes["head_dim"])
-  perm, inverse = zigzag_permutation(T, sp) if layout == "zigzag" else (np.arange(T),) * 2
-  cfg = AttentionConfig(backend, mesh=mesh, layout=layout, block_q=8, block_kv=8, **cfg_kw)
-  ours = out_and_grads(cfg, causal)
-  ref = out_and_grads(AttentionConfig("reference"), causal)
-  pos = jnp.broadcast_to(jnp.asarray(perm, jnp.int32), (B, T))
-  stored = lambda x: x[:, perm]  # noqa: E731  (the model permutes its stream once)
-  for _ in range(TRIALS):
-    seg = random_segments(rng, B, T)
-    got = ours(*map(stored, (q, k, v, do)), jnp.asarray(seg[:, perm]), pos)
-    want = ref(q, k, v, do, jnp.asarray(seg), jnp.broadcast_to(jnp.arange(T), (B, T)))
-    assert_close(jax.tree.map(lambda x: x[:, inverse], got), want)
-    out = np.asarray(got[0])[:, inverse]
-    assert not np.any(out[seg == 0]), "padded queries must output exactly zero"
 
 
 @pytest.mark.parametrize("mesh_name", list(MESHES))
 @pytest.mark.parametrize("backend", ["ring", "ulysses"])
 def test_causal_gqa_packed(mesh_name, backend):
-  _check_against_reference(MESHES[mesh_name], backend, True, LLM)
+  check_against_reference(MESHES[mesh_name], backend, True, LLM)
 
 
 @pytest.mark.parametrize("mesh_name", ["seq8", "seq4_fsdp2"])
 @pytest.mark.parametrize("backend", ["ring", "ulysses"])
 def test_noncausal_vision(mesh_name, backend):
-  _check_against_reference(MESHES[mesh_name], backend, False, VISION, seed=1)
+  check_against_reference(MESHES[mesh_name], backend, False, VISION, seed=1)
 
 
 def test_ring_natural_layout():
   """Masks come from positions, so the unbalanced natural layout is also exact."""
-  _check_against_reference(MESHES["seq4_fsdp2"], "ring", True, LLM, layout="natural", seed=2)
+  check_against_reference(MESHES["seq4_fsdp2"], "ring", True, LLM, layout="natural", seed=2)
 
 
 def test_ring_degenerate_sequence_axis():
-  _check_against_reference(MeshConfig(fsdp=1), "ring", True, LLM, seed=3,
+  check_against_reference(MeshConfig(fsdp=1), "ring", True, LLM, seed=3,
                            devices=jax.devices()[:1])
 
 
 @pytest.mark.parametrize("backend", ["ring", "ulysses"])
 def test_heads_over_tensor_axis(backend):
-  _check_against_reference(MeshConfig(sequence=2, tensor=2, fsdp=2), backend, True, LLM, seed=4)
+  check_against_reference(MeshConfig(sequence=2, tensor=2, fsdp=2), backend, True, LLM, seed=4)
 
 
 def test_ulysses_blockwise_local_kernel():
-  _check_against_reference(MESHES["seq4_fsdp2"], "ulysses", True, LLM, seed=5,
+  check_against_reference(MESHES["seq4_fsdp2"], "ulysses", True, LLM, seed=5,
                            local_backend="blockwise")
 
 
