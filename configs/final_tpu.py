@@ -21,5 +21,6 @@ from configs import final
 
 def get_config():
   c = final.get_config()
-  c.attention.local_backend = "splash"   # the TPU kernel inside Ulysses (the ViT keeps blockwise)
+  c.attention.local_backend = "splash"   # the TPU kernel inside Ulysses
+  c.attention.vision_backend = "blockwise"   # window slots and image rows; splash not tried there
   return c

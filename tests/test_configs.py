@@ -235,7 +235,9 @@ def test_backbones():
   assert changed(load("configs/qwen2_5_vl_3b.py"), ref) == {"init_checkpoint", "model.preset"}
   assert changed(load("configs/qwen2_5_vl_32b.py"), ref) == {
       "init_checkpoint", "model.preset", "mesh.sequence"}
-  assert changed(load("configs/final_tpu.py"), ref) == {"attention.local_backend"}
+  tpu = load("configs/final_tpu.py")
+  assert changed(tpu, ref) == {"attention.local_backend", "attention.vision_backend"}
+  assert "cudnn" not in (tpu.attention.local_backend, tpu.attention.vision_backend)
 
 
 def test_train_cli_loads_nested_configs_from_the_repo_root():
