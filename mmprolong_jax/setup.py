@@ -169,4 +169,5 @@ def plan_text(config, cfg, mesh, state, state_shard) -> str:
       f"attention: {config.attention.backend} (local kernel {config.attention.local_backend})",
       f"per device: params {p / gib:.2f} GiB, optimizer {o / gib:.2f} GiB, "
       f"activations (est.) {a / gib:.2f} GiB at max_len {config.data.max_len}",
+      memory.plan_line(cfg, config, mesh, p, o),
   ])
