@@ -84,7 +84,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, max_loss_tokens:
     loss = metrics.pop("nll_sum") / n
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     # A non-finite loss or gradient leaves the state untouched, so the caller still holds the
     # last good state and can save it before stopping.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

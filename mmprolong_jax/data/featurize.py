@@ -36,6 +36,11 @@ def _grid_rows(count: int) -> int:
   return max(8, 1 << (max(count, 1) - 1).bit_length())
 
 
+def _runs(seg: np.ndarray) -> list:
+  cuts = np.flatnonzero(np.diff(seg)) + 1
+  return [int(seg[i]) for i in np.r_[0, cuts]]
+
+
 class BatchFeaturizer:
   """Callable list[RecordRef] -> batch dict (see loader.py for the contract)."""
 
@@ -76,6 +81,12 @@ class BatchFeaturizer:
     if params != (self.min_pixels, self.max_pixels):
       raise ValueError(f"shard built with image (min_pixels, max_pixels)={params}, loader config "
                        f"has {(self.min_pixels, self.max_pixels)}")
+    seg = np.asarray(row["segment_ids"])
+    if len(seg) and (seg.min() < 1 or np.any(np.diff(seg) < 0)):
+      # Every attention backend assumes each packed instance is one contiguous run (the fused
+      # cuDNN ring would silently mix segments otherwise).
+      raise ValueError("segment ids must be >= 1 and non-decreasing (each packed instance one "
+                       f"contiguous run); got runs {_runs(seg)[:8]}")
     grids = row["image_grid_thw"]
     expected = int(np.sum(num_image_tokens(grids))) if len(grids) else 0
     found = int(np.count_nonzero(row["input_ids"] == self.image_token_id))

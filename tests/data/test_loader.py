@@ -14,6 +14,7 @@ from mmprolong_jax.data import loader
 from mmprolong_jax.data import mixture, schema
 from mmprolong_jax.data.sources import rows_per_host, steps_from_budget
 from mmprolong_jax.data.chat import ChatTokenizer
+from mmprolong_jax.data.featurize import BatchFeaturizer
 from mmprolong_jax.data.image_processing import preprocess_image
 from mmprolong_jax.data.shard_reader import ShardRecordError, ShardSource
 from mmprolong_jax.model.position_ids import mrope_position_ids
@@ -197,6 +198,17 @@ def test_config_mismatch_is_reported_with_location(built, model_cfg):
   it = loader.make_loader(data_cfg(out, {"short": 1}, image_max_pixels=MAX_PIXELS * 2), model_cfg)
   with pytest.raises(ShardRecordError, match=r"mmprolong_short-train.*record \d+: .*max_pixels"):
     take(it, 1)
+
+
+def test_split_segments_are_refused(model_cfg):
+  feat = BatchFeaturizer(max_len=MAX_LEN, geometry=GEOM, min_pixels=MIN_PIXELS,
+                         max_pixels=MAX_PIXELS, patch_dtype="float32", model_cfg=model_cfg)
+  row = {"input_ids": np.ones(6, np.int32), "image_min_pixels": MIN_PIXELS,
+         "image_max_pixels": MAX_PIXELS, "image_grid_thw": np.zeros((0, 3), np.int32)}
+  feat._check(dict(row, segment_ids=np.array([1, 1, 2, 2, 3, 3])))   # contiguous: fine
+  for bad in ([1, 1, 2, 1, 2, 2], [1, 1, 0, 2, 2, 2]):
+    with pytest.raises(ValueError, match="contiguous run"):
+      feat._check(dict(row, segment_ids=np.array(bad)))
 
 
 def test_budget_and_batch_arithmetic():
