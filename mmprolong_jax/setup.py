@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,6 @@ from mmprolong_jax import memory, params as params_lib
 from mmprolong_jax.attention import AttentionConfig, zigzag_permutation
 from mmprolong_jax.model import config as config_lib
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
-from mmprolong_jax.optim import make_optimizer
 from mmprolong_jax.parallel import sharding
 from mmprolong_jax.parallel.mesh import make_mesh
 from mmprolong_jax.train_step import TrainState
@@ -89,20 +87,17 @@ def _opt_shardings(abstract_opt, flat_abstract: dict, param_shard: dict, mesh):
 
 
 def init_state(config, cfg, mesh, total_steps: int):
-  """Builds the sharded TrainState (random init or the init checkpoint) and the optimizer."""
-  model = build_model(cfg, config, mesh)
-  graphdef, _ = nnx.split(model, nnx.Param)
-  flat_abstract = params_lib.flat_params(model)
-  p_shard = param_shardings(flat_abstract, mesh)
-  tx = make_optimizer(config.optim, total_steps)
-
+  """Builds the sharded TrainState (random init or the init checkpoint) and the optimizer:
+  `memory.abstract_state`'s shapes and shardings, then the values."""
+  graphdef, tx, abstract, state_shard = memory.abstract_state(config, cfg, mesh, total_steps)
+  p_shard = state_shard.params
   if config.get("init_checkpoint"):
     _, flat_np = params_lib.load_model_checkpoint(config.init_checkpoint)
-    missing = sorted(set(flat_abstract) - set(flat_np))
+    missing = sorted(set(p_shard) - set(flat_np))
     if missing:
       raise ValueError(f"init checkpoint lacks {missing[:3]}")
     flat = {k: jax.device_put(np.asarray(flat_np[k]).astype(cfg.param_dtype), p_shard[k])
-            for k in flat_abstract}
+            for k in p_shard}
     del flat_np
   else:
     def random_init():
@@ -110,11 +105,8 @@ def init_state(config, cfg, mesh, total_steps: int):
       return params_lib.flat_params(m)
     flat = jax.jit(random_init, out_shardings=p_shard)()
 
-  abstract_opt = jax.eval_shape(tx.init, flat_abstract)
-  opt_shard = _opt_shardings(abstract_opt, flat_abstract, p_shard, mesh)
-  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(flat)
+  opt_state = jax.jit(tx.init, out_shardings=state_shard.opt_state)(flat)
   state = TrainState(flat, opt_state, jnp.zeros((), jnp.int32))
-  state_shard = TrainState(p_shard, opt_shard, NamedSharding(mesh, P()))
   return graphdef, tx, state, state_shard
 
 

@@ -49,7 +49,6 @@ class BatchFeaturizer:
     vision = model_cfg.vision
     geometry.check(vision, vision_shards)
     self.max_len, self.geometry, self.vision_shards = max_len, geometry, vision_shards
-    self.num_patches = geometry.num_patches
     self.min_pixels, self.max_pixels = min_pixels, max_pixels
     self.patch_dtype = jnp.dtype(patch_dtype)
     self.vision = vision
@@ -60,7 +59,8 @@ class BatchFeaturizer:
     batch = {"input_ids": np.zeros((b, t), np.int32), "segment_ids": np.zeros((b, t), np.int32),
              "targets": np.zeros((b, t), np.int32), "loss_mask": np.zeros((b, t), np.int32),
              "task_id": np.full((b, t), -1, np.int32),
-             "patches": np.zeros((b, self.num_patches, self.vision.patch_dim), self.patch_dtype)}
+             "patches": np.zeros((b, self.geometry.num_patches, self.vision.patch_dim),
+                                 self.patch_dtype)}
     grids, layouts = [], []
     for i, ref in enumerate(refs):
       try:
@@ -94,8 +94,9 @@ class BatchFeaturizer:
       raise ValueError(f"{found} tokens equal image_token_id={self.image_token_id} but the grids "
                        f"need {expected}: shard tokenizer and model config disagree?")
     patches = int(np.prod(grids, axis=-1).sum()) if len(grids) else 0
-    if patches > self.num_patches:
-      raise ValueError(f"row needs {patches} patches, loader num_patches is {self.num_patches}")
+    if patches > self.geometry.num_patches:
+      raise ValueError(f"row needs {patches} patches, loader num_patches is "
+                       f"{self.geometry.num_patches}")
 
   def _fill_tokens(self, row: dict, batch: dict, i: int) -> np.ndarray:
     """Writes the token arrays of row i; returns its image grids [n, 3]."""

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from mmprolong_jax.attention import attention
 from mmprolong_jax.model import layers, rope
 from mmprolong_jax.model.config import ModelConfig
+from mmprolong_jax.model.vision_layout import window_slot_size
 from mmprolong_jax.parallel.sharding import VISION_ROW_AXES
 
 
@@ -110,7 +111,7 @@ class VisionTower(nnx.Module):
     v = self.cfg.vision
     x = self.patch_embed(patches_BxNxP.astype(self.cfg.dtype))
     angles = rope.vision_angles(layout["pos_hw"], v.head_dim, v.rope_theta)
-    window = (v.window_size // v.patch_size) ** 2
+    window = window_slot_size(v)
     windows = lambda q, k, val: window_attention(q, k, val, layout["window_segments"], window,
                                                  attn_cfg)
     images = lambda q, k, val: image_attention(q, k, val, layout["image_gather"],
