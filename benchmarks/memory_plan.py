@@ -37,6 +37,8 @@ def parse_args(argv=None):
   p.add_argument("--vit_depth", type=int, default=0)
   p.add_argument("--local_backend", default="", help="LLM kernel inside ulysses (CPU: blockwise)")
   p.add_argument("--vision_backend", default="")
+  p.add_argument("--dtype", default="", help="override model.dtype (activations)")
+  p.add_argument("--no_scan", action="store_true", help="model.scan_layers=False (unrolled)")
   p.add_argument("--mock_gpus", type=int, default=0, help="compile for N mocked GPUs of one host")
   p.add_argument("--dump", default="", help="XLA dump folder; lists the peak's largest buffers")
   return p.parse_args(argv)
@@ -63,6 +65,10 @@ def build_config(args):
   if args.vit_depth:
     c.model.vision_overrides = {**dict(c.model.vision_overrides), "depth": args.vit_depth,
                                 "fullatt_block_indexes": (args.vit_depth - 1,)}
+  if args.dtype:
+    c.model.dtype = args.dtype
+  if args.no_scan:
+    c.model.scan_layers = False
   if args.local_backend:
     c.attention.local_backend = args.local_backend
   if args.vision_backend:
@@ -117,6 +123,12 @@ def main(argv=None):
   if args.dump:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={args.dump}"
                                " --xla_dump_hlo_module_re=jit_step --xla_dump_hlo_pass_re=NONE")
+  if args.mock_gpus:
+    # Compile only: autotuning would time every fusion on the one real GPU (the 7B compile did
+    # not finish in 280 s with it, 80 s without), and XLA's rematerialization pass would squeeze
+    # the program towards that GPU's memory instead of showing what the step needs.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_autotune_level=0"
+                               " --xla_disable_hlo_passes=rematerialization")
   import jax
   if args.mock_gpus:   # must precede the backend's start
     jax.config.update("jax_mock_gpu_topology", f"1x{args.mock_gpus}x1")
@@ -125,7 +137,8 @@ def main(argv=None):
   config = build_config(args)
   mesh = setup.mesh_from_config(config)
   cfg = setup.model_config(config)
-  compiled, info = memory.compile_step(config, cfg, mesh)
+  compiled, info = memory.compile_step(config, cfg, mesh,
+                                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
   got = memory.compiled_bytes(compiled)
   out = {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
          "mesh": dict(mesh.shape), "jax": jax.__version__,

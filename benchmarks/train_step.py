@@ -40,7 +40,9 @@ PLAN is a comma list of jobs:
   ceil:jax  ceil:torch                    bf16 matmul ceiling
   ours:L[:opts]                           opts '+'-joined from pbf16 (bf16 params), m16 (bf16
                                           AdamW moments), mlpN (model.mlp_chunks=N), satt
-                                          (remat_policy save_attention_kernel), parts, trace,
+                                          (remat_policy save_attention_kernel), loop (layers
+                                          unrolled, not scanned), aot (compile
+                                          and report memory only), parts, trace,
                                           quick (1 warm-up + 1 timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick
   A|B|...                                 run A; on OOM or error run B, ...
@@ -90,12 +92,15 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
     config.optim.moment_dtype = "bfloat16"
   if "satt" in opts:
     config.model.remat_policy = "save_attention_kernel"
+  if "loop" in opts:
+    config.model.scan_layers = False
   for o in opts:
     if o.startswith("mlp"):
       config.model.mlp_chunks = int(o[3:])
   cfg = model_cfg(length, tiny, config)
   res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
   res["moment_dtype"], res["mlp_chunks"] = config.optim.moment_dtype, cfg.mlp_chunks
+  res["scan_layers"] = cfg.scan_layers
   batch, info = make_batch(cfg, length, tiny, config)
   log(f"batch ready: {info}")
   res.update(info)
@@ -130,6 +135,8 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
         f"{res.get('xla_args_gib', -1):.2f} GiB compile {res['compile_s']:.0f}s", file=sys.stderr,
         flush=True)
   _write_partial(out_dir, dict(res, status="compiled"))
+  if "aot" in opts:
+    return dict(res, status="ok")
   warmup, steps = (1, 1) if "quick" in opts else (1, 3)
   times = []
   m = None

@@ -163,7 +163,7 @@ def _write_metadata(set_dir: str, set_name: str, stats: dict) -> None:
   split = tfds.core.SplitInfo(name=schema.SPLIT, shard_lengths=[s["records"] for s in stats["shards"]],
                               num_bytes=sum(s["bytes"] for s in stats["shards"]))
   tfds.folder_dataset.write_metadata(
-      data_dir=set_dir, features=schema.FEATURES, split_infos=[split], check_data=False,
+      data_dir=set_dir, features=schema.features(), split_infos=[split], check_data=False,
       description=f"MMProLong packed rows, shard set {set_name!r} (tasks {stats['tasks']}); "
                   "fields: mmprolong_jax/data/schema.py")
 

@@ -248,7 +248,7 @@ def _decode(graphdef, state, logits_BxV, cache: KVCache, key, stop_K, pad_token_
     """Feeds token i - 1 (cache slot T + i - 1) and picks token i."""
     i, tok_B, tokens_BxN, done_B, kv = carry
     pos_3xBx1 = jnp.broadcast_to((cache.next_pos_B + i - 1)[None, :, None], (3, b, 1))
-    hidden_Bx1xD, kv = lm.decode(lm.embed_tokens(tok_B[:, None]), pos_3xBx1, kv, cache.valid_BxS,
+    hidden_Bx1xD, kv = lm.decode(lm.embed(tok_B[:, None]), pos_3xBx1, kv, cache.valid_BxS,
                                  cache.prompt_len + i - 1)
     tok_B, done_B = pick(model.logits(hidden_Bx1xD[:, 0]), i, done_B)
     return i + 1, tok_B, tokens_BxN.at[:, i].set(tok_B), done_B, kv

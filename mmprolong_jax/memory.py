@@ -9,20 +9,22 @@ micro-batch: rows / (data x fsdp) / grad_accum_steps rows, each split over `sequ
   gradients   fp32, sharded like the parameters; twice that with gradient accumulation (the
               running sum and the micro-batch's)
   weights     the largest layer gathered over `fsdp` in bf16, twice (the next is prefetched),
-              plus the LM head's fp32 kernel
+              plus the LM head's fp32 kernel and the embedding table gathered in the act
+              dtype (and that copy's gradient); with model.scan_layers, every layer's weights
+              stacked in the act dtype (sharded like the parameters) and that stack's gradient
   LLM saved   layers x t x hidden x act: each decoder layer's input (per-layer remat)
   ViT saved   (depth + 1) x p x width x act: each vision block's input and the tower's output,
               plus both towers' fp32 rotary angles
   working     the larger of one decoder layer's (per token) and one vision block's (per patch)
               forward intermediates, `layer_widths` (the LLM's with cuDNN's backward
-              workspace); the loss head's 1,024-row chunk of fp32 logits (x3); the embedding
-              lookup, summed over the fsdp group in fp32
+              workspace); the loss head's 1,024-row chunk of fp32 logits (x3)
 
-`act` is the activation dtype's size. XLA:CPU expands remat's optimization barriers and merges
-the recomputation back into the forward pass (its compiled temporaries are the same with
-remat_policy 'none' and 'full'), so on CPU every layer keeps its intermediates: saved = layers x
-(input + intermediates) and no separate working set. benchmarks/memory_plan.py prints plan and
-compiled bytes side by side; launch/README.md has the measured numbers.
+`act` is the activation dtype's size. With model.scan_layers=False on CPU, XLA:CPU expands
+remat's optimization barriers and merges the recomputation back into the forward pass (its
+compiled temporaries are the same with remat_policy 'none' and 'full'), so every layer keeps its
+intermediates: saved = layers x (input + intermediates) and no separate working set. A scan
+fixes what crosses layers on every backend. benchmarks/memory_plan.py prints plan and compiled
+bytes side by side; launch/README.md has the measured numbers.
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def plan(cfg, config, mesh, params_bytes: int, opt_bytes: int, batch_bytes: int 
   sharded state (setup.bytes_per_device); batch_bytes: this device's batch slice."""
   backend = backend or jax.default_backend()
   # Policies that save more than the layer input are planned as 'full' (a lower bound).
-  keep_all = backend == "cpu" or cfg.remat_policy == "none"
+  keep_all = (backend == "cpu" and not cfg.scan_layers) or cfg.remat_policy == "none"
   s = step_shape(config, mesh)
   t, v = cfg.text, cfg.vision
   act = np.dtype(cfg.dtype).itemsize
@@ -101,11 +103,13 @@ def plan(cfg, config, mesh, params_bytes: int, opt_bytes: int, batch_bytes: int 
            + t.num_heads * t.head_dim * t.hidden_size + 3 * t.hidden_size * t.intermediate_size)
   block = 4 * v.hidden_size**2 + 3 * v.hidden_size * v.intermediate_size
   head = 0 if t.tie_word_embeddings else t.hidden_size * t.vocab_size * 4
-  weights = 2 * max(layer, block) * act + head
+  # The embedding table gathered in the act dtype, and the gradient of that copy (text.embed).
+  embed = 2 * t.vocab_size * t.hidden_size * act if fsdp > 1 else 0
+  weights = 2 * max(layer, block) * act + head + embed
+  if cfg.scan_layers:   # the scanned stacks in the act dtype, and their gradients (layers.run_layers)
+    weights += 2 * (t.num_layers * layer + v.depth * block) * act // fsdp
   llm_w, vit_w = layer_widths(cfg)
   llm_x, vit_x = s.tokens * t.hidden_size * act, s.patches * v.hidden_size * act
-  # The vocabulary-sharded embedding's lookup is summed over the fsdp group in fp32.
-  embed = (fsdp if fsdp > 1 else 0) * s.tokens * t.hidden_size * 4
   angles = s.tokens * t.head_dim * 4 + s.patches * v.head_dim * 4
   loss = 3 * 1024 * t.vocab_size * 4
   if keep_all:   # every layer keeps its intermediates (see the module docstring for CPU)
@@ -117,7 +121,7 @@ def plan(cfg, config, mesh, params_bytes: int, opt_bytes: int, batch_bytes: int 
     working = max(s.tokens * llm_w + cudnn_workspace(cfg, config, mesh), s.patches * vit_w)
   return {"params": params_bytes, "optimizer": opt_bytes, "batch": batch_bytes,
           "gradients": int(grads), "weights": int(weights), "llm_saved": int(saved_llm),
-          "vision_saved": int(saved_vit + angles), "working": int(working + loss + embed)}
+          "vision_saved": int(saved_vit + angles), "working": int(working + loss)}
 
 
 def activation_bytes_estimate(cfg, config, mesh) -> int:
@@ -199,7 +203,7 @@ def abstract_batch(config, cfg, mesh) -> dict:
 CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
-def compile_step(config, cfg, mesh, compiler_options: dict | None = None):
+def compile_step(config, cfg, mesh, compiler_options: dict | None = None, log=lambda msg: None):
   """Lowers and compiles the trainer's jitted step (train.py's shardings and donation) on
   abstract arguments. Returns (compiled, info) with the plan and the timings."""
   from mmprolong_jax import setup
@@ -217,6 +221,7 @@ def compile_step(config, cfg, mesh, compiler_options: dict | None = None):
                      out_shardings=(shard, None), donate_argnums=(0,))
     lowered = jitted.lower(state, batch)
     t1 = time.perf_counter()
+    log(f"lowered in {t1 - t0:.1f}s; compiling")
     compiled = lowered.compile(compiler_options or {})
   t2 = time.perf_counter()
   p = plan(cfg, config, mesh, setup.bytes_per_device(state.params, shard.params),

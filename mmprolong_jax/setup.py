@@ -35,6 +35,7 @@ def model_config(config) -> config_lib.ModelConfig:
                                if m.preset == "tiny" and "tie_word_embeddings" in m else {}))
   cfg = cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy,
                     mlp_chunks=int(m.get("mlp_chunks", 1)),
+                    scan_layers=bool(m.get("scan_layers", True)),
                     attention_backend=config.attention.backend)
   if m.get("overrides"):        # top-level ModelConfig fields, e.g. special token ids
     cfg = cfg.replace(**dict(m.overrides))

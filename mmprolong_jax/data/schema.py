@@ -1,7 +1,7 @@
 """The one description of a training-shard record (a packed row) and of the shard files on disk.
 
 A record is one row: one or more tokenized instances ("segments") laid end to end, at most the
-build's `max_len` tokens, unpadded. It is a `tf.train.Example` described by `FEATURES` (a TFDS
+build's `max_len` tokens, unpadded. It is a `tf.train.Example` described by `features()` (a TFDS
 FeaturesDict), so `tfds.data_source` / `tfds.builder_from_directory` read the same files with full
 decoding and without TensorFlow installed. Fields (L tokens, n images, S segments):
 
@@ -28,31 +28,43 @@ compressed, so the payload is stored uncompressed).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import tensorflow_datasets as tfds
-from tensorflow_datasets.core import example_serializer
 
 TASKS = ("extract_single", "extract_multi", "reasoning", "ocr_full", "ocr_needle", "short")
 VERSION = "1.0.0"
 SPLIT = "train"
 WRITER_OPTIONS = "group_size:1,uncompressed"
 
-_T = tfds.features.Tensor
-FEATURES = tfds.features.FeaturesDict({
-    "input_ids": _T(shape=(None,), dtype=np.int32),
-    "loss_mask": _T(shape=(None,), dtype=np.uint8),
-    "segment_ids": _T(shape=(None,), dtype=np.int32),
-    "images": _T(shape=(None,), dtype=np.object_),
-    "image_grid_thw": _T(shape=(None, 3), dtype=np.int32),
-    "image_size_hw": _T(shape=(None, 2), dtype=np.int32),
-    "image_min_pixels": _T(shape=(), dtype=np.int64),
-    "image_max_pixels": _T(shape=(), dtype=np.int64),
-    "segment_task": _T(shape=(None,), dtype=np.str_),
-    "segment_instance": _T(shape=(None,), dtype=np.str_),
-    "segment_doc": _T(shape=(None,), dtype=np.str_),
-    "segment_num_images": _T(shape=(None,), dtype=np.int32),
-})
-_SERIALIZER = example_serializer.ExampleSerializer(FEATURES.get_serialized_info())
+
+@functools.cache
+def features():
+  """The row's TFDS FeaturesDict (tfds is imported here: configs import this module too)."""
+  import tensorflow_datasets as tfds
+  t = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      "input_ids": t(shape=(None,), dtype=np.int32),
+      "loss_mask": t(shape=(None,), dtype=np.uint8),
+      "segment_ids": t(shape=(None,), dtype=np.int32),
+      "images": t(shape=(None,), dtype=np.object_),
+      "image_grid_thw": t(shape=(None, 3), dtype=np.int32),
+      "image_size_hw": t(shape=(None, 2), dtype=np.int32),
+      "image_min_pixels": t(shape=(), dtype=np.int64),
+      "image_max_pixels": t(shape=(), dtype=np.int64),
+      "segment_task": t(shape=(None,), dtype=np.str_),
+      "segment_instance": t(shape=(None,), dtype=np.str_),
+      "segment_doc": t(shape=(None,), dtype=np.str_),
+      "segment_num_images": t(shape=(None,), dtype=np.int32),
+  })
+
+
+@functools.cache
+def _serializer():
+  from tensorflow_datasets.core import example_serializer
+  return example_serializer.ExampleSerializer(features().get_serialized_info())
+
+
 _STRING_FIELDS = ("segment_task", "segment_instance", "segment_doc")
 
 
@@ -108,15 +120,15 @@ def check_row(row: dict) -> None:
 def encode_row(row: dict) -> bytes:
   """Row dict (fields above; strings as str) -> serialized record. Deterministic bytes."""
   check_row(row)
-  example = _SERIALIZER.get_tf_example(FEATURES.encode_example(row))
+  example = _serializer().get_tf_example(features().encode_example(row))
   # deterministic=True fixes the order of the feature map, so equal rows give equal bytes.
   return example.SerializeToString(deterministic=True)
 
 
 def decode_row(record: bytes) -> dict:
   """Serialized record -> row dict of numpy arrays (strings decoded to str). Validated."""
-  row = dict(FEATURES.deserialize_example_np(record))
-  missing = set(FEATURES.keys()) - set(row)
+  row = dict(features().deserialize_example_np(record))
+  missing = set(features().keys()) - set(row)
   if missing:
     raise ValueError(f"record lacks fields {sorted(missing)}")
   for key in _STRING_FIELDS:

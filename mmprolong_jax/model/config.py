@@ -77,6 +77,9 @@ class ModelConfig:
   remat_policy: str = "none"
   # LLM MLP run over this many interleaved sequence slices, each rematerialized (memory at 128K).
   mlp_chunks: int = 1
+  # Decoder layers (and runs of same-kind vision blocks) as one jax.lax.scan: bounded remat
+  # memory and one compiled layer (model/layers.run_layers).
+  scan_layers: bool = True
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from mmprolong_jax.parallel import sharding
 
@@ -62,10 +63,8 @@ def fsdp_gathered(fn, act_spec=None):
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
     def gather(path, p):
-      name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-      if jnp.issubdtype(p.dtype, jnp.floating):
-        p = p.astype(x.dtype)   # the layers compute in x's dtype anyway
-      return jax.lax.with_sharding_constraint(p, sharding.gathered_spec(name, p.shape))
+      return jax.lax.with_sharding_constraint(
+          _cast_float(p, x.dtype), sharding.gathered_spec(_dotted(path), p.shape))
 
     params = jax.tree_util.tree_map_with_path(gather, params)
     if act_spec is not None:
@@ -75,7 +74,19 @@ def fsdp_gathered(fn, act_spec=None):
   return wrapped
 
 
-def maybe_remat(fn, policy: str, act_spec=None):
+def _dotted(path) -> str:
+  """'mlp.gate_proj.kernel' for a parameter's tree path (a Variable's `.value` key dropped, so
+  the sharding rules see the parameter's own name)."""
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path
+                  if not isinstance(k, jax.tree_util.GetAttrKey))
+
+
+def _cast_float(p, dtype):
+  # The layers compute in the activation dtype anyway (nnx.Linear and RMSNorm cast).
+  return p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p
+
+
+def maybe_remat(fn, policy: str, act_spec=None, prevent_cse: bool = True):
   """Wraps a per-layer (module, x, *args) -> out function: FSDP weight gathering
   (`fsdp_gathered`, inside the remat so the backward gathers again) and rematerialization."""
   fn = fsdp_gathered(fn, act_spec)
@@ -83,10 +94,59 @@ def maybe_remat(fn, policy: str, act_spec=None):
     return fn
   if policy not in REMAT_POLICIES:
     raise ValueError(f"unknown remat policy {policy!r}; choose none or one of {sorted(REMAT_POLICIES)}")
-  # prevent_cse=True: the layers run from a Python loop (not a scan), where XLA would otherwise
-  # fold the recomputation back into the forward pass and keep every activation (measured on an
-  # H100 at 32K: 47.7 -> 23.3 GiB of temporaries; benchmarks/README.md).
-  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=True)
+  # prevent_cse=True outside a scan: in a Python loop XLA would otherwise fold the recomputation
+  # back into the forward pass and keep every activation (measured on an H100 at 32K: 47.7 ->
+  # 23.3 GiB of temporaries; benchmarks/README.md). A scan body needs no barrier.
+  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=prevent_cse)
+
+
+def run_layers(fn, modules, x, args, policy: str, act_spec=None, scan: bool = True):
+  """x through fn(module, x, *args) for each module in order, each call wrapped by
+  `maybe_remat`; `args` (a tuple of pytrees) is the same for every layer.
+
+  With `scan`, the modules (same structure) run as one jax.lax.scan over their parameters
+  stacked on a new leading axis, cast to x's dtype first (the copy is half the fp32 size, and
+  sharded like the parameters). A scan's backward recomputes one layer at a time by
+  construction; an unrolled loop leaves XLA:GPU free to schedule recomputations early and keep
+  many layers' intermediates alive (launch/README.md), and compiles every layer separately.
+  """
+  if not scan or len(modules) < 2:
+    step = maybe_remat(fn, policy, act_spec)
+    for m in modules:
+      x = step(m, x, *args)
+    return x
+
+  def tied(module, x, *args):
+    # Differentiating a scan hoists every computation that reads only loop-invariant inputs
+    # out of the loop, stacked over any inner loops: the blockwise kernel's masks became a
+    # T x T array (memory.py's check at 128K). Tying `args` to x keeps them inside the layer.
+    x, args = jax.lax.optimization_barrier((x, args))
+    return fn(module, x, *args)
+
+  step = maybe_remat(tied, policy, act_spec, prevent_cse=False)
+  graphdef = nnx.graphdef(modules[0])
+  states = [jax.tree.map(lambda p: _cast_float(p, x.dtype), nnx.state(m)) for m in modules]
+  stacked = _keep_sharded(jax.tree.map(lambda *ps: jnp.stack(ps), *states), lead=1)
+
+  def body(x, state):
+    # Sharded inside the loop too: its transpose then reduce-scatters each layer's gradient in
+    # the loop; without it XLA accumulated the whole stack's gradient unsharded (an 8-GPU
+    # compile of the 7B: 12 GiB of [28, ...] bf16 buffers per device).
+    return step(nnx.merge(graphdef, _keep_sharded(state, lead=0)), x, *args), None
+  x, _ = jax.lax.scan(body, x, stacked)
+  return x
+
+
+def _keep_sharded(state, lead: int):
+  """Constrains each parameter (with `lead` stacking axes in front) to its own sharding."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return state
+  def one(path, p):
+    shape = p.shape[lead:]
+    spec = sharding.fit_spec(sharding.param_spec(_dotted(path), shape), shape, mesh)
+    return jax.lax.with_sharding_constraint(p, P(*(None,) * lead, *spec))
+  return jax.tree_util.tree_map_with_path(one, state)
 
 
 def chunked_apply(module, x_BxTxD, chunks: int):

@@ -45,7 +45,7 @@ class Qwen2_5_VL(nnx.Module):
 
   def embed(self, input_ids_BxT, token_pos_BxT=None, patches_BxNxP=None, vision_layout=None):
     """Token embeddings with image features in place of the image tokens."""
-    embeds = self.language_model.embed_tokens(input_ids_BxT)
+    embeds = self.language_model.embed(input_ids_BxT)
     if patches_BxNxP is None:
       return embeds
     feats_BxMxD = self._vision_features(patches_BxNxP, vision_layout)

@@ -7,7 +7,7 @@ from mmprolong_jax.attention import attention
 from mmprolong_jax.attention.reference import reference_attention
 from mmprolong_jax.model import layers, rope
 from mmprolong_jax.model.config import ModelConfig
-from mmprolong_jax.parallel.sharding import BATCH_SPEC
+from mmprolong_jax.parallel.sharding import BATCH_SPEC, gathered_spec
 
 
 class Attention(nnx.Module):
@@ -107,16 +107,24 @@ class TextModel(nnx.Module):
                                    param_dtype=cfg.param_dtype, rngs=rngs)
     self.cfg = cfg
 
+  def embed(self, ids_BxT):
+    """Token embeddings in the activation dtype. Under a mesh the table (its vocabulary split
+    over 'fsdp') is gathered first, like a layer's weights: a lookup into the split table
+    all-reduces fp32 partial embeddings of the whole row over 'fsdp' instead."""
+    table_VxD = self.embed_tokens.embedding[...].astype(self.cfg.dtype)
+    if not jax.sharding.get_abstract_mesh().empty:
+      table_VxD = jax.lax.with_sharding_constraint(
+          table_VxD, gathered_spec("embed_tokens.embedding", table_VxD.shape))
+    return jnp.take(table_VxD, ids_BxT, axis=0)
+
   def __call__(self, embeds_BxTxD, positions_3xBxT, segment_ids_BxT, token_pos_BxT, attn_cfg):
     """Final hidden states BxTxD (after the last norm)."""
     t = self.cfg.text
     angles = rope.mrope_angles(positions_3xBxT, t.head_dim, t.rope_theta, t.mrope_section)
-    layer_fn = layers.maybe_remat(
-        lambda layer, x: layer(x, angles, segment_ids_BxT, token_pos_BxT, attn_cfg),
-        self.cfg.remat_policy, act_spec=BATCH_SPEC)
-    x = embeds_BxTxD
-    for layer in self.layers:
-      x = layer_fn(layer, x)
+    x = layers.run_layers(
+        lambda layer, x, *args: layer(x, *args, attn_cfg), list(self.layers), embeds_BxTxD,
+        (angles, segment_ids_BxT, token_pos_BxT), self.cfg.remat_policy, act_spec=BATCH_SPEC,
+        scan=self.cfg.scan_layers)
     return self.norm(x)
 
   def logits(self, hidden_xD):

@@ -5,6 +5,7 @@ each fixed-size window slot (a reshape into rows), full-attention blocks gather 
 an image row and scatter the result back; padding never mixes with real patches.
 """
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -112,14 +113,22 @@ class VisionTower(nnx.Module):
     x = self.patch_embed(patches_BxNxP.astype(self.cfg.dtype))
     angles = rope.vision_angles(layout["pos_hw"], v.head_dim, v.rope_theta)
     window = window_slot_size(v)
-    windows = lambda q, k, val: window_attention(q, k, val, layout["window_segments"], window,
-                                                 attn_cfg)
-    images = lambda q, k, val: image_attention(q, k, val, layout["image_gather"],
-                                               layout["image_segments"], layout["image_scatter"],
-                                               attn_cfg)
-    remat = lambda attend: layers.maybe_remat(lambda blk, x: blk(x, angles, attend),
-                                              self.cfg.remat_policy, act_spec=P(VISION_ROW_AXES))
-    windowed, full = remat(windows), remat(images)
-    for i, blk in enumerate(self.blocks):
-      x = (full if i in v.fullatt_block_indexes else windowed)(blk, x)
+
+    def windowed(blk, x, angles, layout):
+      return blk(x, angles, lambda q, k, val: window_attention(
+          q, k, val, layout["window_segments"], window, attn_cfg))
+
+    def full(blk, x, angles, layout):
+      return blk(x, angles, lambda q, k, val: image_attention(
+          q, k, val, layout["image_gather"], layout["image_segments"], layout["image_scatter"],
+          attn_cfg))
+
+    attend_keys = {k: layout[k] for k in
+                   ("window_segments", "image_gather", "image_segments", "image_scatter")}
+    # Consecutive blocks of one kind (windowed or full attention) run as one scan.
+    runs = itertools.groupby(enumerate(self.blocks), lambda ib: ib[0] in v.fullatt_block_indexes)
+    for is_full, run in runs:
+      x = layers.run_layers(full if is_full else windowed, [blk for _, blk in run], x,
+                            (angles, attend_keys), self.cfg.remat_policy,
+                            act_spec=P(VISION_ROW_AXES), scan=self.cfg.scan_layers)
     return self.merger(x)

@@ -1,0 +1,83 @@
+"""Layers run as a scan over stacked parameters (model.scan_layers) compute what the unrolled
+loop computes: loss and gradients, with and without remat, on one device and on an FSDP x
+sequence mesh."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmprolong_jax import params as params_lib
+from mmprolong_jax.attention import AttentionConfig
+from mmprolong_jax.data.synthetic import synthetic_batch
+from mmprolong_jax.model import config as config_lib
+from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
+from mmprolong_jax.parallel.mesh import make_mesh
+from mmprolong_jax.train_step import loss_and_metrics
+
+
+def _cfg(**kw):
+  # 3 decoder layers; vision runs W W F W W (two scans of 2 windowed blocks around a full one).
+  cfg = config_lib.tiny(**kw).replace_text(num_layers=3)
+  return cfg.replace_vision(depth=5, fullatt_block_indexes=(2,))
+
+
+def _loss_and_grads(cfg, flat, batch, attn=None, vis=None):
+  model = params_lib.model_from_flat(cfg, flat, attn_cfg=attn, vision_attn_cfg=vis)
+  graphdef, state = nnx.split(model, nnx.Param)
+  def f(state):
+    return loss_and_metrics(nnx.merge(graphdef, state), batch, max_loss_tokens=64, num_tasks=0)[0]
+  return jax.jit(jax.value_and_grad(f))(state)
+
+
+def _batch(cfg, shards=1):
+  b = synthetic_batch(0, 0, cfg, rows=2, max_len=256, page_grid=(1, 8, 12),
+                      pages_per_segment=(2, 1), answer_len=8, vision_shards=shards)
+  return {k: jnp.asarray(v) for k, v in b.items()}
+
+
+def _assert_same(got, want):
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want[1]), jax.tree.leaves(got[1])):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("policy", ["none", "full", "save_attention_out"])
+def test_scan_equals_loop(policy):
+  loop = _cfg(scan_layers=False, remat_policy=policy)
+  flat = jax.tree.map(np.asarray, params_lib.flat_params(Qwen2_5_VL(loop, nnx.Rngs(0))))
+  batch = _batch(loop)
+  _assert_same(_loss_and_grads(loop.replace(scan_layers=True), flat, batch),
+               _loss_and_grads(loop, flat, batch))
+
+
+@pytest.mark.parametrize("shape", [dict(fsdp=2, sequence=4, tensor=1),
+                                   dict(fsdp=2, sequence=2, tensor=2)])
+def test_sharded_scan_equals_single_device_loop(shape):
+  """Under FSDP x sequence (x tensor) sharding, scanned layers (weights stacked and kept
+  sharded, the embedding gathered) give the unsharded loop's loss and gradients."""
+  loop = _cfg(scan_layers=False, remat_policy="full")
+  flat = jax.tree.map(np.asarray, params_lib.flat_params(Qwen2_5_VL(loop, nnx.Rngs(0))))
+  want = _loss_and_grads(loop, flat, _batch(loop))
+  mesh = make_mesh({"data": 1, **shape})
+  attn = AttentionConfig(backend="ulysses", mesh=mesh, local_backend="blockwise", block_q=32,
+                         block_kv=32)
+  vis = AttentionConfig(backend="blockwise", block_q=32, block_kv=32)
+  with jax.set_mesh(mesh):
+    got = _loss_and_grads(loop.replace(scan_layers=True), flat, _batch(loop, shape["sequence"]),
+                          attn, vis)
+  _assert_same(got, want)
+
+
+def test_sharding_rules_see_parameter_names():
+  """The rules match on names such as 'mlp.gate_proj.kernel'; nnx's Variable `.value` key in a
+  state's tree paths must not hide them (it once made every parameter 'replicated')."""
+  from mmprolong_jax.model import layers
+  from mmprolong_jax.model.text import DecoderLayer
+  from mmprolong_jax.parallel import sharding
+  state = nnx.state(DecoderLayer(config_lib.tiny(), nnx.Rngs(0)))
+  specs = {layers._dotted(p): sharding.param_spec(layers._dotted(p), x.shape)
+           for p, x in jax.tree_util.tree_leaves_with_path(state)}
+  assert specs["mlp.gate_proj.kernel"] == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert specs["mlp.down_proj.kernel"] == jax.sharding.PartitionSpec("tensor", "fsdp")
+  assert specs["self_attn.q_proj.bias"] == jax.sharding.PartitionSpec("tensor")
