@@ -129,9 +129,8 @@ def run_layers(fn, modules, x, args, policy: str, act_spec=None, scan: bool = Tr
   stacked = _keep_sharded(jax.tree.map(lambda *ps: jnp.stack(ps), *states), lead=1)
 
   def body(x, state):
-    # Sharded inside the loop too: its transpose then reduce-scatters each layer's gradient in
-    # the loop; without it XLA accumulated the whole stack's gradient unsharded (an 8-GPU
-    # compile of the 7B: 12 GiB of [28, ...] bf16 buffers per device).
+    # Sharded inside the loop too, so that the transpose reduce-scatters each layer's gradient
+    # in the loop instead of leaving XLA to pick a layout for the stacked gradient.
     return step(nnx.merge(graphdef, _keep_sharded(state, lead=0)), x, *args), None
   x, _ = jax.lax.scan(body, x, stacked)
   return x
