@@ -11,14 +11,7 @@ from mmprolong_jax.data.synthetic import synthetic_batch
 from mmprolong_jax.model import config as config_lib
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
 from mmprolong_jax.parallel.mesh import make_mesh
-from mmprolong_jax.train_step import loss_and_metrics
-
-
-def _loss_and_grads(model, batch):
-  graphdef, state = nnx.split(model, nnx.Param)
-  def f(state):
-    return loss_and_metrics(nnx.merge(graphdef, state), batch, max_loss_tokens=64, num_tasks=0)[0]
-  return jax.jit(jax.value_and_grad(f))(state)
+from tests.model_testlib import loss_and_grads
 
 
 @pytest.mark.parametrize("backend", ["ring", "ulysses"])
@@ -28,7 +21,7 @@ def test_sequence_parallel_model_matches_single_device(backend):
                           page_grid=(1, 8, 12), pages_per_segment=(2, 1), answer_len=8)
   ref_model = Qwen2_5_VL(cfg, nnx.Rngs(0))
   flat = jax.tree.map(np.asarray, params_lib.flat_params(ref_model))
-  want_loss, want_grads = _loss_and_grads(ref_model, {k: jax.numpy.asarray(v) for k, v in batch.items()})
+  want_loss, want_grads = loss_and_grads(ref_model, {k: jax.numpy.asarray(v) for k, v in batch.items()})
 
   mesh = make_mesh({"data": 1, "fsdp": 2, "sequence": 4, "tensor": 1})
   attn = AttentionConfig(backend=backend, mesh=mesh, local_backend="blockwise", block_q=32,
@@ -42,7 +35,7 @@ def test_sequence_parallel_model_matches_single_device(backend):
   np.testing.assert_array_equal(batch4["input_ids"], batch["input_ids"])
   sp_batch = setup.zigzag_batch(batch4, 4) if backend == "ring" else batch4
   with jax.set_mesh(mesh):
-    got_loss, got_grads = _loss_and_grads(model, {k: jax.numpy.asarray(v) for k, v in sp_batch.items()})
+    got_loss, got_grads = loss_and_grads(model, {k: jax.numpy.asarray(v) for k, v in sp_batch.items()})
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(got_grads)):
     np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

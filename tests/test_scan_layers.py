@@ -13,7 +13,7 @@ from mmprolong_jax.data.synthetic import synthetic_batch
 from mmprolong_jax.model import config as config_lib
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
 from mmprolong_jax.parallel.mesh import make_mesh
-from mmprolong_jax.train_step import loss_and_metrics
+from tests.model_testlib import loss_and_grads
 
 
 def _cfg(**kw):
@@ -23,11 +23,8 @@ def _cfg(**kw):
 
 
 def _loss_and_grads(cfg, flat, batch, attn=None, vis=None):
-  model = params_lib.model_from_flat(cfg, flat, attn_cfg=attn, vision_attn_cfg=vis)
-  graphdef, state = nnx.split(model, nnx.Param)
-  def f(state):
-    return loss_and_metrics(nnx.merge(graphdef, state), batch, max_loss_tokens=64, num_tasks=0)[0]
-  return jax.jit(jax.value_and_grad(f))(state)
+  return loss_and_grads(params_lib.model_from_flat(cfg, flat, attn_cfg=attn, vision_attn_cfg=vis),
+                        batch)
 
 
 def _batch(cfg, shards=1):

@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import PartitionSpec as P
 
 from mmprolong_jax.parallel import sharding
 
@@ -138,14 +137,11 @@ def run_layers(fn, modules, x, args, policy: str, act_spec=None, scan: bool = Tr
 
 def _keep_sharded(state, lead: int):
   """Constrains each parameter (with `lead` stacking axes in front) to its own sharding."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
+  if jax.sharding.get_abstract_mesh().empty:
     return state
-  def one(path, p):
-    shape = p.shape[lead:]
-    spec = sharding.fit_spec(sharding.param_spec(_dotted(path), shape), shape, mesh)
-    return jax.lax.with_sharding_constraint(p, P(*(None,) * lead, *spec))
-  return jax.tree_util.tree_map_with_path(one, state)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: jax.lax.with_sharding_constraint(
+          p, sharding.placed_spec(_dotted(path), p.shape, lead)), state)
 
 
 def chunked_apply(module, x_BxTxD, chunks: int):

@@ -72,9 +72,15 @@ def constrain(x, spec: P):
   return jax.lax.with_sharding_constraint(x, spec)
 
 
+def placed_spec(path: str, shape, lead: int = 0) -> P:
+  """A parameter's own spec under the mesh set with jax.set_mesh; `lead` leading axes (layers
+  stacked for a scan) stay unsplit."""
+  mesh = jax.sharding.get_abstract_mesh()
+  inner = tuple(shape[lead:])
+  return P(*(None,) * lead, *fit_spec(param_spec(path, inner), inner, mesh))
+
+
 def gathered_spec(path: str, shape) -> P:
   """A parameter's spec where it is used: its own without 'fsdp' (FSDP gathers the weight, a
   'tensor' split stays). Uses the mesh set with jax.set_mesh."""
-  mesh = jax.sharding.get_abstract_mesh()
-  spec = fit_spec(param_spec(path, shape), shape, mesh)
-  return P(*(None if a == "fsdp" else a for a in spec))
+  return P(*(None if a == "fsdp" else a for a in placed_spec(path, shape)))
