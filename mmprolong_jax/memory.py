@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mmprolong_jax.model.layers import padded_hidden
 from mmprolong_jax.parallel.mesh import axis_size
 
 GIB = 2**30
@@ -69,9 +70,10 @@ def layer_widths(cfg) -> tuple[int, int]:
   t, v = cfg.text, cfg.vision
   act = np.dtype(cfg.dtype).itemsize
   d, hd, e = t.hidden_size, t.head_dim, v.hidden_size
-  llm = act * (4 * d + 2 * (t.num_heads + 2 * t.num_kv_heads) * hd + 3 * t.intermediate_size)
+  mlp, vmlp = padded_hidden(t.intermediate_size), padded_hidden(v.intermediate_size)
+  llm = act * (4 * d + 2 * (t.num_heads + 2 * t.num_kv_heads) * hd + 3 * mlp)
   llm += 4 * (2 * d + (t.num_heads + t.num_kv_heads) * hd)
-  vit = act * (8 * e + 3 * v.intermediate_size) + 4 * 4 * e
+  vit = act * (8 * e + 3 * vmlp) + 4 * 4 * e
   return llm, vit
 
 

@@ -61,3 +61,31 @@ def test_chunked_mlp_equals_whole_and_keeps_gradients():
     np.testing.assert_allclose(got_val, want_val, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(want_grads), jax.tree.leaves(got_grads)):
       np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_swiglu_equals_the_formula_and_runs_aligned_matmuls():
+  mlp = layers.SwiGLU(16, 40, bias=True, rngs=nnx.Rngs(0), dtype=jnp.float32,
+                      param_dtype=jnp.float32)
+  for lin in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):   # nonzero biases
+    lin.bias[...] = jax.random.normal(jax.random.key(lin.bias.shape[0]), lin.bias.shape)
+  graphdef, state = nnx.split(mlp)
+  x = jax.random.normal(jax.random.key(1), (2, 24, 16))
+
+  def formula(p, x):
+    lin = lambda name, h: h @ p[name]["kernel"][...] + p[name]["bias"][...]
+    y = lin("down_proj", jax.nn.silu(lin("gate_proj", x)) * lin("up_proj", x))
+    return (y * jnp.cos(y)).sum()
+
+  def ours(p, x):
+    y = nnx.merge(graphdef, p)(x)
+    return (y * jnp.cos(y)).sum()
+
+  want = jax.value_and_grad(formula, argnums=(0, 1))(state, x)
+  got = jax.value_and_grad(ours, argnums=(0, 1))(state, x)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  dots = [e for e in jax.make_jaxpr(ours)(state, x).jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert layers.padded_hidden(40) == 128
+  assert len(dots) == 3 and all(any(128 in v.aval.shape for v in e.invars) for e in dots)
+  assert layers.padded_hidden(256) == 256

@@ -1,6 +1,6 @@
 """Layers run as a scan over stacked parameters (model.scan_layers) compute what the unrolled
 loop computes: loss and gradients, with and without remat, on one device and on an FSDP x
-sequence mesh."""
+sequence mesh; and MLPs in sequence chunks (model.mlp_chunks) compute the whole MLPs."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +46,14 @@ def test_scan_equals_loop(policy):
   batch = _batch(loop)
   _assert_same(_loss_and_grads(loop.replace(scan_layers=True), flat, batch),
                _loss_and_grads(loop, flat, batch))
+
+
+def test_mlp_chunks_equal_whole_mlps():
+  whole = _cfg(scan_layers=True, remat_policy="full")
+  flat = jax.tree.map(np.asarray, params_lib.flat_params(Qwen2_5_VL(whole, nnx.Rngs(0))))
+  batch = _batch(whole)
+  _assert_same(_loss_and_grads(whole.replace(mlp_chunks=4), flat, batch),
+               _loss_and_grads(whole, flat, batch))
 
 
 @pytest.mark.parametrize("shape", [dict(fsdp=2, sequence=4, tensor=1),

@@ -25,6 +25,24 @@ def linear(din: int, dout: int, *, bias: bool, dtype, param_dtype, rngs: nnx.Rng
                     kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
 
 
+# The vision MLP's 3,420 bf16 columns are not a multiple of 16 bytes, so cuBLAS cannot use
+# Hopper's TMA kernels for it: its matmuls ran at 190-300 TFLOP/s instead of ~650 (H100 trace
+# of the 128K step, benchmarks/README.md). Padding the hidden width to 128 costs 1% of them.
+HIDDEN_MULTIPLE = 128
+
+
+def padded_hidden(hidden: int) -> int:
+  """The width the SwiGLU's hidden activations have on the device."""
+  return -(-hidden // HIDDEN_MULTIPLE) * HIDDEN_MULTIPLE
+
+
+def _padded_linear(lin: nnx.Linear, x, pad: int):
+  """lin(x) with `pad` zero output features appended."""
+  dtype = lin.dtype or x.dtype
+  y = x.astype(dtype) @ jnp.pad(lin.kernel[...].astype(dtype), ((0, 0), (0, pad)))
+  return y if lin.bias is None else y + jnp.pad(lin.bias[...].astype(dtype), (0, pad))
+
+
 class SwiGLU(nnx.Module):
   """down(silu(gate(x)) * up(x)); the vision tower uses biases, the decoder does not."""
 
@@ -35,7 +53,15 @@ class SwiGLU(nnx.Module):
     self.down_proj = linear(hidden, dim, **kw)
 
   def __call__(self, x):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    pad = padded_hidden(self.up_proj.out_features) - self.up_proj.out_features
+    if not pad:
+      return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    # Zero columns of gate/up and zero rows of down leave the output and the real weights'
+    # gradients unchanged (silu(0) * 0 = 0) and give the matmuls aligned operands.
+    h = jax.nn.silu(_padded_linear(self.gate_proj, x, pad)) * _padded_linear(self.up_proj, x, pad)
+    down = self.down_proj
+    y = h @ jnp.pad(down.kernel[...].astype(h.dtype), ((0, pad), (0, 0)))
+    return y if down.bias is None else y + down.bias[...].astype(h.dtype)
 
 
 def _save_attention_kernel(prim, *_, **__) -> bool:
@@ -147,12 +173,14 @@ def _keep_sharded(state, lead: int):
 def chunked_apply(module, x_BxTxD, chunks: int):
   """module(x) over `chunks` interleaved slices of the sequence (token t in slice t % chunks,
   so each slice keeps x's sequence sharding), each slice rematerialized: a backward pass then
-  holds one slice's intermediates (the LLM MLP's are 3 x 18,944 values per token)."""
+  holds one slice's intermediates (the LLM MLP's are 3 x 18,944 values per token, the vision
+  MLP's 3 x 3,456 per patch, ~4 patches per token)."""
   if chunks <= 1:
     return module(x_BxTxD)
   b, t, d = x_BxTxD.shape
   if t % chunks:
-    raise ValueError(f"sequence length {t} is not a multiple of mlp_chunks={chunks}")
+    raise ValueError(f"sequence length {t} (tokens or patch slots) is not a multiple of "
+                     f"mlp_chunks={chunks}")
   x_BxSxCxD = x_BxTxD.reshape(b, t // chunks, chunks, d)
   f = nnx.remat(lambda m, x: m(x), prevent_cse=True)
   outs = [f(module, x_BxSxCxD[:, :, c]) for c in range(chunks)]

@@ -69,10 +69,11 @@ class VisionBlock(nnx.Module):
     self.norm2 = layers.RMSNorm(v.hidden_size, v.rms_norm_eps, **kw)
     self.attn = VisionAttention(cfg, rngs)
     self.mlp = layers.SwiGLU(v.hidden_size, v.intermediate_size, bias=True, rngs=rngs, **kw)
+    self.mlp_chunks = cfg.mlp_chunks
 
   def __call__(self, x, angles, attend):
     x = x + self.attn(self.norm1(x), angles, attend)
-    return x + self.mlp(self.norm2(x))
+    return x + layers.chunked_apply(self.mlp, self.norm2(x), self.mlp_chunks)
 
 
 class PatchMerger(nnx.Module):
