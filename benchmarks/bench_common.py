@@ -1,4 +1,5 @@
-"""Shared by the train-step benchmark's workers: the row, the model shape, FLOPs."""
+"""Shared by the train-step benchmark's driver and workers: the --jobs syntax, the results
+table, the row, the model shape, FLOPs."""
 from __future__ import annotations
 
 import os
@@ -97,3 +98,55 @@ def jax_config(length: int, tiny: bool):
   c.data.global_batch_tokens = length
   c.train.max_loss_tokens = MAX_LOSS_TOKENS
   return c
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver: --jobs entries and the results table
+# ----------------------------------------------------------------------------------------------
+def parse_job(s: str) -> dict:
+  if "|" in s:
+    return {"kind": "alt", "alts": [parse_job(a) for a in s.split("|")], "name": s}
+  p = s.split(":")
+  if p[0] == "ceil":
+    return {"kind": "ceil", "which": p[1], "name": s}
+  if p[0] == "ours":
+    return {"kind": "ours", "length": int(p[1]), "extra": p[2] if len(p) > 2 else "", "name": s}
+  if p[0] == "hf":
+    return {"kind": "hf", "length": int(p[1]), "backend": p[2] if len(p) > 2 else "flash",
+            "dtype": p[3] if len(p) > 3 else "bf16", "extra": p[4] if len(p) > 4 else "", "name": s}
+  if p[0] == "search":
+    return {"kind": "search", "fw": p[1], "lengths": [int(x) for x in p[2].split("/")],
+            "opt": p[3] if len(p) > 3 else "", "name": s}
+  raise ValueError(f"bad job {s!r}")
+
+
+def ceiling_of(results) -> float | None:
+  vals = [r["tflops"] for r in results if r.get("framework", "").startswith("ceiling") and
+          r.get("status") == "ok"]
+  return max(vals) if vals else None
+
+
+def fmt_table(results, ceiling) -> str:
+  lines = []
+  hdr = (f"{'job':<28} {'status':<7} {'tokens':>7} {'step s':>7} {'tok/s':>8} {'TFLOP/s':>8} "
+         f"{'MFU%':>6} {'peak GiB':>8} {'compile':>7}")
+  lines.append(hdr)
+  lines.append("-" * len(hdr))
+  for r in results:
+    if r.get("framework", "").startswith("ceiling"):
+      lines.append(f"{r['job']:<28} {r.get('status', '?'):<7} bf16 8192^3 matmul: "
+                   f"{r.get('tflops', 0):.0f} TFLOP/s median ({r.get('device', '')})")
+      continue
+    st = r.get("status", "?")
+    if st != "ok":
+      err = (r.get("error") or "")[:150].replace("\n", " ")
+      lines.append(f"{r['job']:<28} {st:<7} {err}")
+      continue
+    fl = sum(r["flops"].values())
+    step = r["step_s"]
+    tf = fl / step / 1e12
+    mfu = 100 * tf / ceiling if ceiling else float("nan")
+    lines.append(f"{r['job']:<28} {st:<7} {r['real_tokens']:>7} {step:>7.3f} "
+                 f"{r['real_tokens'] / step:>8.0f} {tf:>8.1f} {mfu:>6.1f} "
+                 f"{r.get('peak_gib', float('nan')):>8.1f} {r.get('compile_s', 0):>7.0f}")
+  return "\n".join(lines)

@@ -63,7 +63,8 @@ import sys
 import time
 import traceback
 
-from bench_common import REPO, _median, flops_of, jax_config, make_batch, model_cfg
+from bench_common import (REPO, _median, ceiling_of, flops_of, fmt_table, jax_config, make_batch,
+                          model_cfg, parse_job)
 from torch_step import worker_hf
 from trace_tools import profile_step, time_parts, trace_phases
 
@@ -233,23 +234,6 @@ def worker_ceiling(job: dict, tiny: bool, out_dir: str) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------
-def parse_job(s: str) -> dict:
-  if "|" in s:
-    return {"kind": "alt", "alts": [parse_job(a) for a in s.split("|")], "name": s}
-  p = s.split(":")
-  if p[0] == "ceil":
-    return {"kind": "ceil", "which": p[1], "name": s}
-  if p[0] == "ours":
-    return {"kind": "ours", "length": int(p[1]), "extra": p[2] if len(p) > 2 else "", "name": s}
-  if p[0] == "hf":
-    return {"kind": "hf", "length": int(p[1]), "backend": p[2] if len(p) > 2 else "flash",
-            "dtype": p[3] if len(p) > 3 else "bf16", "extra": p[4] if len(p) > 4 else "", "name": s}
-  if p[0] == "search":
-    return {"kind": "search", "fw": p[1], "lengths": [int(x) for x in p[2].split("/")],
-            "opt": p[3] if len(p) > 3 else "", "name": s}
-  raise ValueError(f"bad job {s!r}")
-
-
 def worker_main(args):
   job = json.loads(args.worker)
   try:
@@ -278,10 +262,12 @@ def run_job(job: dict, args, deadline: float, log) -> dict:
     if os.path.exists(p):
       os.remove(p)
   env = dict(os.environ)
-  # One preallocated arena (the trainer's default, at a higher fraction): with growth, the
-  # allocator keeps init's freed regions and a 33 GiB step buffer failed at 64K (measured).
+  # One preallocated arena (the trainer's default; fraction 0.96 unless the caller sets one):
+  # with growth, the allocator keeps init's freed regions and a 33 GiB step buffer failed at
+  # 64K (measured).
   env.update(PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false" if job["kind"] != "ours"
-             else "true", XLA_PYTHON_CLIENT_MEM_FRACTION="0.96", BENCH_PARTIAL=part_path,
+             else "true", BENCH_PARTIAL=part_path,
+             XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.96"),
              TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "1"))
   if job["kind"] == "hf":
     env["JAX_PLATFORMS"] = "cpu"   # jax only builds the synthetic row's positions there
@@ -325,38 +311,6 @@ def run_job(job: dict, args, deadline: float, log) -> dict:
   except Exception:  # noqa: BLE001
     pass
   return res
-
-
-def ceiling_of(results) -> float | None:
-  vals = [r["tflops"] for r in results if r.get("framework", "").startswith("ceiling") and
-          r.get("status") == "ok"]
-  return max(vals) if vals else None
-
-
-def fmt_table(results, ceiling) -> str:
-  lines = []
-  hdr = (f"{'job':<28} {'status':<7} {'tokens':>7} {'step s':>7} {'tok/s':>8} {'TFLOP/s':>8} "
-         f"{'MFU%':>6} {'peak GiB':>8} {'compile':>7}")
-  lines.append(hdr)
-  lines.append("-" * len(hdr))
-  for r in results:
-    if r.get("framework", "").startswith("ceiling"):
-      lines.append(f"{r['job']:<28} {r.get('status', '?'):<7} bf16 8192^3 matmul: "
-                   f"{r.get('tflops', 0):.0f} TFLOP/s median ({r.get('device', '')})")
-      continue
-    st = r.get("status", "?")
-    if st != "ok":
-      err = (r.get("error") or "")[:150].replace("\n", " ")
-      lines.append(f"{r['job']:<28} {st:<7} {err}")
-      continue
-    fl = sum(r["flops"].values())
-    step = r["step_s"]
-    tf = fl / step / 1e12
-    mfu = 100 * tf / ceiling if ceiling else float("nan")
-    lines.append(f"{r['job']:<28} {st:<7} {r['real_tokens']:>7} {step:>7.3f} "
-                 f"{r['real_tokens'] / step:>8.0f} {tf:>8.1f} {mfu:>6.1f} "
-                 f"{r.get('peak_gib', float('nan')):>8.1f} {r.get('compile_s', 0):>7.0f}")
-  return "\n".join(lines)
 
 
 def driver_main(args):
