@@ -75,7 +75,8 @@ class ModelConfig:
   # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats).
   attention_backend: str = "reference"
   remat_policy: str = "none"
-  # LLM MLP run over this many interleaved sequence slices, each rematerialized (memory at 128K).
+  # LLM and vision MLPs run over this many interleaved sequence slices (tokens, patch slots),
+  # each rematerialized (memory at 128K).
   mlp_chunks: int = 1
   # Decoder layers (and runs of same-kind vision blocks) as one jax.lax.scan: bounded remat
   # memory and one compiled layer (model/layers.run_layers).
