@@ -5,10 +5,14 @@ if 80 already costs what 96 or 128 cost). Median of 5 calls, ms.
 
     JAX_PLATFORMS=cuda python3 benchmarks/vision_head_dim.py
 """
-import time
+import os
+import sys
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from attention import timed  # noqa: E402
 
 B, T, H = 52, 10752, 16
 LENGTHS = jnp.full((B,), 10032, jnp.int32)
@@ -23,13 +27,7 @@ def bench(head_dim: int, with_bwd: bool) -> float:
                                      key_value_seq_lengths=LENGTHS, implementation="cudnn")
     return o.astype(jnp.float32).sum()
   fn = jax.jit(jax.grad(f, argnums=(0, 1, 2)) if with_bwd else f)
-  jax.block_until_ready(fn(q, k, v))
-  times = []
-  for _ in range(5):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(q, k, v))
-    times.append(time.perf_counter() - t0)
-  return sorted(times)[2] * 1e3
+  return timed(fn, (q, k, v), 5) * 1e3
 
 
 if __name__ == "__main__":

@@ -36,13 +36,6 @@ def padded_hidden(hidden: int) -> int:
   return -(-hidden // HIDDEN_MULTIPLE) * HIDDEN_MULTIPLE
 
 
-def _padded_linear(lin: nnx.Linear, x, pad: int):
-  """lin(x) with `pad` zero output features appended."""
-  dtype = lin.dtype or x.dtype
-  y = x.astype(dtype) @ jnp.pad(lin.kernel[...].astype(dtype), ((0, 0), (0, pad)))
-  return y if lin.bias is None else y + jnp.pad(lin.bias[...].astype(dtype), (0, pad))
-
-
 class SwiGLU(nnx.Module):
   """down(silu(gate(x)) * up(x)); the vision tower uses biases, the decoder does not."""
 
@@ -53,15 +46,18 @@ class SwiGLU(nnx.Module):
     self.down_proj = linear(hidden, dim, **kw)
 
   def __call__(self, x):
-    pad = padded_hidden(self.up_proj.out_features) - self.up_proj.out_features
-    if not pad:
-      return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
     # Zero columns of gate/up and zero rows of down leave the output and the real weights'
     # gradients unchanged (silu(0) * 0 = 0) and give the matmuls aligned operands.
-    h = jax.nn.silu(_padded_linear(self.gate_proj, x, pad)) * _padded_linear(self.up_proj, x, pad)
-    down = self.down_proj
-    y = h @ jnp.pad(down.kernel[...].astype(h.dtype), ((0, pad), (0, 0)))
-    return y if down.bias is None else y + down.bias[...].astype(h.dtype)
+    pad = padded_hidden(self.up_proj.out_features) - self.up_proj.out_features
+    dtype = self.up_proj.dtype or x.dtype
+
+    def dense(lin: nnx.Linear, h, pad_in: int, pad_out: int):
+      kernel = jnp.pad(lin.kernel[...].astype(dtype), ((0, pad_in), (0, pad_out)))
+      y = h.astype(dtype) @ kernel
+      return y if lin.bias is None else y + jnp.pad(lin.bias[...].astype(dtype), (0, pad_out))
+
+    h = jax.nn.silu(dense(self.gate_proj, x, 0, pad)) * dense(self.up_proj, x, 0, pad)
+    return dense(self.down_proj, h, pad, 0)
 
 
 def _save_attention_kernel(prim, *_, **__) -> bool:
