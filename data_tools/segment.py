@@ -88,7 +88,7 @@ def _free_window(n: int, lo: int, hi: int, taken: list[dict[str, Any]],
   """A random window of lo..hi pages that avoids the taken segments, if one fits."""
   free = [p for p in range(1, n + 1)
           if not any(s["start_page"] <= p <= s["end_page"] for s in taken)]
-  gaps, start = [], None  # maximal runs of free pages
+  gaps, start, prev = [], None, 0  # maximal runs of free pages
   for p in free:
     if start is None or p != prev + 1:
       if start is not None:

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from mmprolong_jax import params as params_lib

@@ -41,7 +41,6 @@ def maybe_initialize_distributed(config):
 def run(config, workdir: str, stop_after: int = 0) -> dict:
   """Trains; returns the last logged metrics (used by tests and the demo)."""
   import jax
-  import numpy as np
 
   from mmprolong_jax import checkpoint as ckpt_lib
   from mmprolong_jax import metrics as metrics_lib

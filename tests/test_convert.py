@@ -3,11 +3,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from mmprolong_jax import params as params_lib
 from mmprolong_jax.convert import from_hf, hf_io, to_hf
 from tests import hf_reference as ref
 

@@ -1,5 +1,4 @@
 """Real-size configs built abstractly (no weights) against transformers on the meta device."""
-import jax
 import numpy as np
 import pytest
 import torch

@@ -38,7 +38,7 @@ from __future__ import annotations
 import grain
 from absl import flags
 
-from mmprolong_jax.data import image_processing, mixture
+from mmprolong_jax.data import mixture
 from mmprolong_jax.data.sources import default_config, rows_per_host  # noqa: F401 (re-exported)
 from mmprolong_jax.data.featurize import BatchFeaturizer, use_cpu_for_jax
 from mmprolong_jax.model.vision_layout import VisionGeometry
