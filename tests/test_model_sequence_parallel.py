@@ -39,3 +39,31 @@ def test_sequence_parallel_model_matches_single_device(backend):
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(got_grads)):
     np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def _plain_take_rows(x, index, inverse):
+  del inverse
+  idx = index.reshape(index.shape + (1,) * (x.ndim - 2))
+  return jax.numpy.take_along_axis(x, idx, axis=1, mode="fill", fill_value=0)
+
+
+@pytest.mark.parametrize("vision_shards", [1, 2])
+def test_take_rows_transpose_equals_autodiff_of_the_gather(monkeypatch, vision_shards):
+  """The model gathers image rows, scatters them back and places merged features with
+  layers.take_rows, whose backward gathers by the inverse index. Oracle: the same model with a
+  plain gather, differentiated by JAX (a scatter-add)."""
+  cfg = config_lib.tiny()
+  batch = synthetic_batch(0, 0, cfg, rows=2, max_len=256, page_grid=(1, 8, 12),
+                          pages_per_segment=(2, 1), answer_len=8, vision_shards=vision_shards)
+  batch = {k: jax.numpy.asarray(v) for k, v in batch.items()}
+  model = Qwen2_5_VL(cfg, nnx.Rngs(1))
+  got_loss, got_grads = loss_and_grads(model, batch)
+  from mmprolong_jax.model import layers
+  monkeypatch.setattr(layers, "take_rows", _plain_take_rows)
+  want_loss, want_grads = loss_and_grads(model, batch)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+  vision_leaves = 0
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(got_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-8, err_msg=jax.tree_util.keystr(path))
+    vision_leaves += "visual" in jax.tree_util.keystr(path) and bool(np.any(np.asarray(a) != 0))
+  assert vision_leaves > 10  # the vision tower's gradients are nonzero, so they were compared

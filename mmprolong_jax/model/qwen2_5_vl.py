@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from mmprolong_jax.attention import AttentionConfig
+from mmprolong_jax.model import layers
 from mmprolong_jax.model.config import ModelConfig
 from mmprolong_jax.model.text import TextModel
 from mmprolong_jax.model.vision import VisionTower
@@ -55,8 +56,16 @@ class Qwen2_5_VL(nnx.Module):
     else:
       rank = _image_token_rank(mask, token_pos_BxT)
     rank = jnp.clip(rank, 0, feats_BxMxD.shape[1] - 1)
-    slot = jnp.take_along_axis(vision_layout["feature_slot"], rank, axis=1)
-    feats_BxTxD = jnp.take_along_axis(feats_BxMxD, slot[:, :, None], axis=1)
+    slot_BxT = jnp.take_along_axis(vision_layout["feature_slot"], rank, axis=1)
+    # Image tokens and real features correspond one to one (the loader checks the counts), and
+    # text tokens' gradients are zeroed by the where below: so the gather's transpose is a
+    # gather from the token that reads each feature.
+    b, t = mask.shape
+    m = feats_BxMxD.shape[1]
+    token_BxM = jnp.full((b, m), t, jnp.int32).at[
+        jnp.arange(b)[:, None], jnp.where(mask, slot_BxT, m)].set(
+            jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)), mode="drop")
+    feats_BxTxD = layers.take_rows(feats_BxMxD, slot_BxT, token_BxM)
     return jnp.where(mask[:, :, None], feats_BxTxD.astype(embeds.dtype), embeds)
 
   def _vision_features(self, patches_BxNxP, layout):

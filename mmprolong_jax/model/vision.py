@@ -46,18 +46,15 @@ def window_attention(q_BxNxHxD, k, v, segments_BxN, window: int, cfg):
 
 
 def image_attention(q_BxNxHxD, k, v, gather_BxFxR, segments_BxFxR, scatter_BxN, cfg):
-  """Attention within images: slots gathered into image rows, results scattered back."""
+  """Attention within images: slots gathered into image rows, results scattered back (the
+  layout's gather and scatter invert each other, so each one's transpose is the other).
+  q, k and v move as one stacked tensor: the backward then forms dq, dk and dv in one buffer."""
   b, f, r = gather_BxFxR.shape
-  zero = jnp.zeros((b, 1) + q_BxNxHxD.shape[2:], q_BxNxHxD.dtype)
-
-  def pick(x_BxSxHxD, index_BxI):
-    x = jnp.concatenate([x_BxSxHxD, zero], axis=1)   # the last slot reads as zero
-    return jnp.take_along_axis(x, index_BxI[:, :, None, None], axis=1)
-
-  rows = lambda x: pick(x, gather_BxFxR.reshape(b, f * r)).reshape(b * f, r, *x.shape[2:])
-  o = attention(rows(q_BxNxHxD), rows(k), rows(v), segment_ids_BxT=segments_BxFxR.reshape(b * f, r),
-                causal=False, cfg=cfg)
-  return pick(o.reshape(b, f * r, *o.shape[2:]), scatter_BxN)
+  gather_BxI = gather_BxFxR.reshape(b, f * r)
+  qkv_BxIx3xHxD = layers.take_rows(jnp.stack([q_BxNxHxD, k, v], axis=2), gather_BxI, scatter_BxN)
+  q, k, v = (qkv_BxIx3xHxD[:, :, i].reshape(b * f, r, *q_BxNxHxD.shape[2:]) for i in range(3))
+  o = attention(q, k, v, segment_ids_BxT=segments_BxFxR.reshape(b * f, r), causal=False, cfg=cfg)
+  return layers.take_rows(o.reshape(b, f * r, *o.shape[2:]), scatter_BxN, gather_BxI)
 
 
 class VisionBlock(nnx.Module):
