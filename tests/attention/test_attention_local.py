@@ -90,17 +90,38 @@ def test_splash_interpret_matches_reference():
                out_and_grads(AttentionConfig("reference"), True)(q, k, v, do, seg, pos))
 
 
+def _poison_padding(seg, *xs):
+  """Large values at padding rows: the kernel must never read them."""
+  pad = (jnp.asarray(seg) == 0)[:, :, None, None]
+  return [jnp.where(pad, 1e3, x) for x in xs]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [True, False])
-def test_cudnn_packed_matches_reference(causal):
+@pytest.mark.parametrize("max_segments", [8, 1])
+def test_cudnn_matches_reference(causal, max_segments):
+  """Packed rows (max_segments=8) and rows with one prefix segment each, one row empty
+  (max_segments=1, the vision tower's window and image rows); padding inputs poisoned."""
   rng = np.random.default_rng(4)
-  B, T, H, K, D = 2, 1024, 8, 2, 128
-  q, k, v, do = (x.astype(jnp.bfloat16) for x in random_qkv(rng, B, T, H, K, D))
-  seg = jnp.asarray(random_segments(rng, B, T, max_segments=6))
+  B, T, H, K, D = 3, 1024, 8, 2, 128
+  if max_segments == 1:
+    seg = np.zeros((B, T), np.int32)
+    seg[0, :T - 100] = 7
+    seg[1, :T] = 3
+  else:
+    seg = random_segments(rng, B, T, max_segments=6)
+  q, k, v, do = random_qkv(rng, B, T, H, K, D)
+  q, k, v = _poison_padding(seg, q, k, v)
+  q, k, v, do = (x.astype(jnp.bfloat16) for x in (q, k, v, do))
+  seg = jnp.asarray(seg)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
-  ours = out_and_grads(AttentionConfig("cudnn", max_segments=8), causal)(q, k, v, do, seg, pos)
+  ours = out_and_grads(AttentionConfig("cudnn", max_segments=max_segments), causal)(
+      q, k, v, do, seg, pos)
   up = lambda x: x.astype(jnp.float32)  # noqa: E731
   ref = out_and_grads(AttentionConfig("reference"), causal)(up(q), up(k), up(v), up(do), seg, pos)
+  pad = np.asarray(seg == 0)
   for a, e in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     a, e = np.asarray(up(a)), np.asarray(e)
+    assert np.all(np.isfinite(a))
+    assert np.all(a[pad] == 0)   # outputs and gradients at padding rows
     assert np.linalg.norm(a - e) <= 2e-2 * np.linalg.norm(e)
