@@ -12,8 +12,9 @@ Requirements: segments are contiguous runs in storage order and positions increa
 within a segment (natural layout; a zigzag stream is un-permuted by the caller); at
 most `max_segments` runs per row. Padding (id 0) is left out of every run, so the
 kernel never reads it; what the kernel leaves at padding rows (outputs, dq, dk, dv) is
-zeroed so nothing leaks into values or gradients. XLA sizes the grid and the backward's fp32 workspaces for B * max_segments
-rows of length T, so keep max_segments tight (measurements in README.md).
+zeroed so nothing leaks into values or gradients. XLA sizes the grid and the backward's
+fp32 workspaces for B * max_segments rows of length T, so keep max_segments tight
+(measurements in README.md).
 """
 import jax
 import jax.numpy as jnp
