@@ -78,11 +78,10 @@ def _gather_rows(x, index_BxI):
 
 
 def _take_rows_fwd(x, index_BxI, inverse_BxN):
-  return _gather_rows(x, index_BxI), (index_BxI, inverse_BxN)
+  return _gather_rows(x, index_BxI), inverse_BxN
 
 
-def _take_rows_bwd(res, g_BxIxF):
-  index_BxI, inverse_BxN = res
+def _take_rows_bwd(inverse_BxN, g_BxIxF):
   return _gather_rows(g_BxIxF, inverse_BxN), None, None
 
 
