@@ -14,7 +14,8 @@ most `max_segments` runs per row. Padding (id 0) is left out of every run, so th
 kernel never reads it; what the kernel leaves at padding rows (outputs, dq, dk, dv) is
 zeroed so nothing leaks into values or gradients. XLA sizes the grid and the backward's
 fp32 workspaces for B * max_segments rows of length T, so keep max_segments tight
-(measurements in README.md).
+(measurements in README.md). Causal batches whose rows each hold one sequence from index 0
+skip the ragged route for the plain causal kernel (`cudnn_attention`).
 """
 import jax
 import jax.numpy as jnp
@@ -59,9 +60,41 @@ def _zero_grad_bwd(valid_BxT, g_BxTxHxD):
 _zero_grad_outside.defvjp(_zero_grad_fwd, _zero_grad_bwd)
 
 
+def one_run_rows(seg_BxT):
+  """True when every row is at most one segment, starting at index 0, then padding."""
+  n_B = (seg_BxT != 0).sum(axis=1)
+  prefix_BxT = jnp.arange(seg_BxT.shape[1]) < n_B[:, None]
+  return jnp.all(jnp.where(prefix_BxT, seg_BxT == seg_BxT[:, :1], seg_BxT == 0))
+
+
+def _plain_causal(q, k, v, valid_BxT):
+  """Causal kernel with no mask but the diagonal, for rows that `one_run_rows` accepts.
+
+  Real queries never reach the trailing padding. Padding queries do read real keys, but
+  their output is zeroed by the caller, so their dO is 0 and they add exactly nothing to
+  dk/dv, provided their scores and outputs are finite: hence the zeroed inputs."""
+  q, k, v = (jnp.where(valid_BxT[:, :, None, None], x, 0) for x in (q, k, v))
+  return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def _ragged(q, k, v, seg_BxT, causal: bool, max_segments: int):
+  # The packed path switches on only with room for >= 2 segments per row.
+  lengths_BxM, offsets_BxM1 = segment_runs(seg_BxT, max(max_segments, 2))
+  mask_type = cudnn_fa.MaskType.PADDING_CAUSAL if causal else cudnn_fa.MaskType.PADDING
+  return cudnn_fa.dot_product_attention(
+      q, k, v, q_seqlen=lengths_BxM, kv_seqlen=lengths_BxM, q_offsets=offsets_BxM1,
+      kv_offsets=offsets_BxM1, scale=q.shape[-1] ** -0.5, mask_type=mask_type,
+      qkv_layout="BTNH")
+
+
 def cudnn_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, causal: bool, max_segments: int):
   """max_segments == 1 promises one segment per row starting at index 0 (rows of windows or
-  images): the plain kernel with per-row lengths, no ragged bookkeeping."""
+  images): the plain kernel with per-row lengths, no ragged bookkeeping.
+
+  Causal with max_segments >= 2 checks the data: when every row holds one sequence (a
+  long document filling a row) it runs cuDNN's causal kernel without a padding mask,
+  4% faster than the masked variants (one 128K row on an H100: 799 ms fwd+bwd against
+  826 ms with per-row lengths and 836 ms ragged); packed rows take the ragged route."""
   valid_BxT = seg_BxT != 0
   q, k, v = (_zero_grad_outside(x, valid_BxT) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
   if max_segments == 1:
@@ -70,12 +103,10 @@ def cudnn_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, causal: bool, max_
     out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths_B,
                                        key_value_seq_lengths=lengths_B, is_causal=causal,
                                        implementation="cudnn")
+  elif causal:
+    out = jax.lax.cond(one_run_rows(seg_BxT),
+                       lambda q, k, v: _plain_causal(q, k, v, valid_BxT),
+                       lambda q, k, v: _ragged(q, k, v, seg_BxT, True, max_segments), q, k, v)
   else:
-    # The packed path switches on only with room for >= 2 segments per row.
-    lengths_BxM, offsets_BxM1 = segment_runs(seg_BxT, max(max_segments, 2))
-    mask_type = cudnn_fa.MaskType.PADDING_CAUSAL if causal else cudnn_fa.MaskType.PADDING
-    out = cudnn_fa.dot_product_attention(
-        q, k, v, q_seqlen=lengths_BxM, kv_seqlen=lengths_BxM, q_offsets=offsets_BxM1,
-        kv_offsets=offsets_BxM1, scale=q.shape[-1] ** -0.5, mask_type=mask_type,
-        qkv_layout="BTNH")
+    out = _ragged(q, k, v, seg_BxT, False, max_segments)
   return jnp.where(valid_BxT[:, :, None, None], out, 0)

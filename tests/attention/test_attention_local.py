@@ -98,13 +98,15 @@ def _poison_padding(seg, *xs):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("max_segments", [8, 1])
-def test_cudnn_matches_reference(causal, max_segments):
+@pytest.mark.parametrize("max_segments,rows", [(8, "packed"), (1, "one_run"), (8, "one_run")])
+def test_cudnn_matches_reference(monkeypatch, causal, max_segments, rows):
   """Packed rows (max_segments=8) and rows with one prefix segment each, one row empty
-  (max_segments=1, the vision tower's window and image rows); padding inputs poisoned."""
+  (max_segments=1: the vision tower's window and image rows; max_segments=8, causal: the
+  plain causal kernel, the ragged route poisoned so the test sees which ran); padding
+  inputs poisoned (NaN where the plain causal kernel reads them)."""
   rng = np.random.default_rng(4)
   B, T, H, K, D = 3, 1024, 8, 2, 128
-  if max_segments == 1:
+  if rows == "one_run":
     seg = np.zeros((B, T), np.int32)
     seg[0, :T - 100] = 7
     seg[1, :T] = 3
@@ -113,10 +115,15 @@ def test_cudnn_matches_reference(causal, max_segments):
   q, k, v, do = random_qkv(rng, B, T, H, K, D)
   q, k, v = _poison_padding(seg, q, k, v)
   q, k, v, do = (x.astype(jnp.bfloat16) for x in (q, k, v, do))
+  ours_in = (q, k, v)
+  if rows == "one_run" and max_segments > 1 and causal:
+    from mmprolong_jax.attention import cudnn
+    monkeypatch.setattr(cudnn, "_ragged", lambda q, *_: jnp.full_like(q, jnp.nan))
+    ours_in = [jnp.where(jnp.asarray(seg == 0)[:, :, None, None], jnp.nan, x) for x in ours_in]
   seg = jnp.asarray(seg)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
   ours = out_and_grads(AttentionConfig("cudnn", max_segments=max_segments), causal)(
-      q, k, v, do, seg, pos)
+      *ours_in, do, seg, pos)
   up = lambda x: x.astype(jnp.float32)  # noqa: E731
   ref = out_and_grads(AttentionConfig("reference"), causal)(up(q), up(k), up(v), up(do), seg, pos)
   pad = np.asarray(seg == 0)
@@ -125,3 +132,90 @@ def test_cudnn_matches_reference(causal, max_segments):
     assert np.all(np.isfinite(a))
     assert np.all(a[pad] == 0)   # outputs and gradients at padding rows
     assert np.linalg.norm(a - e) <= 2e-2 * np.linalg.norm(e)
+
+
+def test_one_run_rows_matches_a_run_count():
+  from mmprolong_jax.attention.cudnn import one_run_rows
+  rng = np.random.default_rng(5)
+  cases = [random_segments(rng, 3, 40, max_segments=m, gaps=g) for m in (1, 2, 4)
+           for g in (False, True) for _ in range(5)]
+  cases += [np.zeros((2, 16), np.int32), np.array([[0, 3, 3, 0]]), np.array([[3, 3, 0, 3]])]
+  for seg in cases:
+    def one_run(row):
+      nz = np.flatnonzero(row)
+      return len(nz) == 0 or (nz[-1] + 1 == len(nz) and len(set(row[nz])) == 1)
+    assert bool(one_run_rows(jnp.asarray(seg))) == all(one_run(r) for r in seg), seg
+
+
+def _xla_kernels(monkeypatch, T, poison=None):
+  """cuDNN's kernels swapped for XLA ones on CPU: jax.nn's 'cudnn' runs as 'xla', the ragged
+  route as the reference on inputs zeroed at padding (it never reads padding). `poison`
+  ('_ragged' or '_plain_causal') returns NaN instead, to show that route did not run."""
+  from mmprolong_jax.attention import cudnn
+  from mmprolong_jax.attention.reference import reference_attention
+  xla_dpa = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention",
+                      lambda *a, implementation=None, **kw: xla_dpa(*a, implementation="xla", **kw))
+
+  def ragged(q, k, v, seg, causal, max_segments):
+    q, k, v = (jnp.where((seg == 0)[:, :, None, None], 0.0, x) for x in (q, k, v))
+    pos = jnp.broadcast_to(jnp.arange(T), seg.shape)
+    return reference_attention(q, k, v, seg, seg, pos, pos, causal)
+  monkeypatch.setattr(cudnn, "_ragged", ragged)
+  if poison:
+    monkeypatch.setattr(cudnn, poison, lambda q, *_: jnp.full_like(q, jnp.nan))
+
+
+def _one_run_rows(B, T):
+  seg = np.zeros((B, T), np.int32)
+  seg[0, :T - 18], seg[1, :] = 5, 2      # any further rows are all padding
+  return seg
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+def test_cudnn_causal_dispatch(monkeypatch, one_run):
+  """Causal cuDNN attention on CPU (XLA kernels): rows of one sequence each take the plain
+  causal kernel exactly, with NaN padding; packed rows take the ragged route."""
+  rng = np.random.default_rng(6)
+  B, T, H, K, D = 3, 48, 4, 2, 8
+  q, k, v, do = random_qkv(rng, B, T, H, K, D)
+  if one_run:
+    seg = _one_run_rows(B, T)
+  else:
+    seg = random_segments(rng, B, T, max_segments=3)
+    seg[0, :10], seg[0, 10:20] = 1, 2      # at least one row with two segments
+  _xla_kernels(monkeypatch, T, poison="_ragged" if one_run else "_plain_causal")
+  pad = jnp.asarray(seg == 0)[:, :, None, None]
+  q, k, v = (jnp.where(pad, jnp.nan, x) for x in (q, k, v))
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  seg = jnp.asarray(seg)
+  ours = out_and_grads(AttentionConfig("cudnn", max_segments=4), True)(q, k, v, do, seg, pos)
+  clean = [jnp.where(pad, 0.0, x) for x in (q, k, v)]
+  ref = out_and_grads(AttentionConfig("reference"), True)(*clean, do, seg, pos)
+  for a in jax.tree.leaves(ours):
+    assert np.all(np.isfinite(np.asarray(a)))
+    assert not np.any(np.asarray(jnp.where(pad, a, 0)))
+  assert_close(ours, ref)
+
+
+def test_cudnn_dispatch_per_device_under_ulysses(monkeypatch):
+  """Inside Ulysses' shard_map each device picks its route from its own rows (zigzag
+  stream, batch split over 'data': one device group sees one-run rows, the other packed)."""
+  from mmprolong_jax.attention import zigzag_permutation
+  from mmprolong_jax.parallel.mesh import MeshConfig, make_mesh
+  rng = np.random.default_rng(7)
+  B, T, H, K, D = 4, 64, 4, 2, 8
+  mesh = make_mesh(MeshConfig(sequence=4, data=2, fsdp=1))
+  q, k, v, do = random_qkv(rng, B, T, H, K, D)
+  seg = np.concatenate([_one_run_rows(2, T), random_segments(rng, 2, T, max_segments=3)])
+  seg[2, :10], seg[2, 10:20] = 1, 2
+  _xla_kernels(monkeypatch, T)
+  perm, inverse = zigzag_permutation(T, 4)
+  cfg = AttentionConfig("ulysses", mesh=mesh, layout="zigzag", local_backend="cudnn",
+                        max_segments=4)
+  got = out_and_grads(cfg, True)(*(x[:, perm] for x in (q, k, v, do)),
+                                 jnp.asarray(seg[:, perm]),
+                                 jnp.broadcast_to(jnp.asarray(perm, jnp.int32), (B, T)))
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  want = out_and_grads(AttentionConfig("reference"), True)(q, k, v, do, jnp.asarray(seg), pos)
+  assert_close(jax.tree.map(lambda x: x[:, inverse], got), want)
