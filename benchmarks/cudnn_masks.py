@@ -22,14 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from attention import inputs  # noqa: E402  (benchmarks/attention.py: the LLM's head shapes)
 from mmprolong_jax.attention import cudnn  # noqa: E402
-
-
-def _inputs(shape_q, shape_kv, seed=0):
-  keys = jax.random.split(jax.random.key(seed), 4)
-  q = jax.random.normal(keys[0], shape_q, jnp.bfloat16)
-  k, v = (jax.random.normal(key, shape_kv, jnp.bfloat16) for key in keys[1:3])
-  return q, k, v, jax.random.normal(keys[3], shape_q, jnp.bfloat16)
 
 
 def _feature_masked(q, k, v, valid_BxT):
@@ -71,7 +65,7 @@ def _rel_err(a, b, valid):
 
 
 def llm(reps, T=131072, real=131000):
-  q, k, v, do = _inputs((1, T, 28, 128), (1, T, 4, 128))
+  q, k, v, do = inputs(T)
   seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
   valid = seg != 0
   lengths = jnp.array([real], jnp.int32)
@@ -90,7 +84,8 @@ def llm(reps, T=131072, real=131000):
 
 
 def vision(rows, slots, real, reps):
-  q, k, v, do = _inputs((rows, slots, 16, 80), (rows, slots, 16, 80), seed=1)
+  keys = jax.random.split(jax.random.key(1), 4)
+  q, k, v, do = (jax.random.normal(key, (rows, slots, 16, 80), jnp.bfloat16) for key in keys)
   valid = jnp.broadcast_to(jnp.arange(slots) < real, (rows, slots))
   lengths = jnp.full((rows,), real, jnp.int32)
   variants = {

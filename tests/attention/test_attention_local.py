@@ -90,10 +90,11 @@ def test_splash_interpret_matches_reference():
                out_and_grads(AttentionConfig("reference"), True)(q, k, v, do, seg, pos))
 
 
-def _poison_padding(seg, *xs):
-  """Large values at padding rows: the kernel must never read them."""
+def _poison_padding(seg, *xs, value=1e3):
+  """`value` at padding rows: large ones where the kernel must never read them, NaN where it
+  reads them (zeroed first)."""
   pad = (jnp.asarray(seg) == 0)[:, :, None, None]
-  return [jnp.where(pad, 1e3, x) for x in xs]
+  return [jnp.where(pad, value, x) for x in xs]
 
 
 @pytest.mark.gpu
@@ -119,7 +120,7 @@ def test_cudnn_matches_reference(monkeypatch, causal, max_segments, rows):
   if rows == "one_run" and max_segments > 1 and causal:
     from mmprolong_jax.attention import cudnn
     monkeypatch.setattr(cudnn, "_ragged", lambda q, *_: jnp.full_like(q, jnp.nan))
-    ours_in = [jnp.where(jnp.asarray(seg == 0)[:, :, None, None], jnp.nan, x) for x in ours_in]
+    ours_in = _poison_padding(seg, *ours_in, value=jnp.nan)
   seg = jnp.asarray(seg)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
   ours = out_and_grads(AttentionConfig("cudnn", max_segments=max_segments), causal)(
@@ -186,7 +187,7 @@ def test_cudnn_causal_dispatch(monkeypatch, one_run):
     seg[0, :10], seg[0, 10:20] = 1, 2      # at least one row with two segments
   _xla_kernels(monkeypatch, T, poison="_ragged" if one_run else "_plain_causal")
   pad = jnp.asarray(seg == 0)[:, :, None, None]
-  q, k, v = (jnp.where(pad, jnp.nan, x) for x in (q, k, v))
+  q, k, v = _poison_padding(seg, q, k, v, value=jnp.nan)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
   seg = jnp.asarray(seg)
   ours = out_and_grads(AttentionConfig("cudnn", max_segments=4), True)(q, k, v, do, seg, pos)
