@@ -8,9 +8,10 @@ Vision: 52 image rows of 10,752 slots (10,032 real), 16 heads, head dim 80, non-
 per-row lengths (`lengths`, the tower's route), padding pushed out by an extra key feature
 through the unmasked kernel (`feature`, head dim 88: is the padding mask worth avoiding?), and
 the unmasked kernel itself (`unmasked`: wrong at padding, timing only).
+Remat: `unmasked` and `ours` under the model's 'save_attention_kernel' checkpoint policy.
 Variants of one shape are timed interleaved (reps rounds), so drift hits all alike.
 
-    JAX_PLATFORMS=cuda python3 benchmarks/cudnn_masks.py [--reps 5] [--parts llm,images]
+    JAX_PLATFORMS=cuda python3 benchmarks/cudnn_masks.py [--reps 5] [--parts llm,images,remat]
 """
 import argparse
 import os
@@ -83,6 +84,28 @@ def llm(reps, T=131072, real=131000):
   return ms, {"ours vs ragged, output": err}
 
 
+def remat(reps, T=131072, real=131000):
+  """`unmasked` and `ours` inside jax.checkpoint with the 'save_attention_kernel' policy, as
+  in the model: does the lax.cond between routes cost anything there (residuals of both
+  branches carried out of the cond)? Prints what each saves for the backward."""
+  from mmprolong_jax.model.layers import REMAT_POLICIES
+  q, k, v, do = inputs(T)
+  seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
+  valid = seg != 0
+  policy = REMAT_POLICIES["save_attention_kernel"]
+  variants = {
+      "unmasked+satt": jax.checkpoint(lambda q, k, v: jax.nn.dot_product_attention(
+          q, k, v, is_causal=True, implementation="cudnn"), policy=policy),
+      "ours+satt": jax.checkpoint(lambda q, k, v: cudnn.cudnn_attention(q, k, v, seg, True, 2),
+                                  policy=policy),
+  }
+  for name, f in variants.items():
+    print(f"saved by {name}:")
+    jax.ad_checkpoint.print_saved_residuals(f, q, k, v)
+  fns, ms = _time(variants, (q, k, v), do, valid, reps)
+  return ms, {}
+
+
 def vision(rows, slots, real, reps):
   keys = jax.random.split(jax.random.key(1), 4)
   q, k, v, do = (jax.random.normal(key, (rows, slots, 16, 80), jnp.bfloat16) for key in keys)
@@ -110,7 +133,7 @@ if __name__ == "__main__":
   ap.add_argument("--parts", default="llm,images")
   args = ap.parse_args()
   print(jax.devices()[0].device_kind)
-  parts = {"llm": lambda: llm(args.reps),
+  parts = {"llm": lambda: llm(args.reps), "remat": lambda: remat(args.reps),
            "images": lambda: vision(52, 10752, 10032, args.reps)}
   for part in args.parts.split(","):
     ms, errs = parts[part]()

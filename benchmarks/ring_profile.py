@@ -37,7 +37,7 @@ def main():
       s = summarize_trace(glob.glob(f"{logdir}/**/*.json.gz", recursive=True)[0])
       print(f"== {label} T={t}: {ms:.3f} ms/call; GPU busy {s['gpu_busy_s'] * 1e3 / 3:.3f} "
             f"ms/call, span {s['gpu_span_s'] * 1e3 / 3:.3f}")
-      for kname, sec in s["top"][:14]:
+      for kname, sec, _ in s["top"][:14]:
         print(f"   {sec * 1e3 / 3:8.3f} ms  {kname[:110]}")
 
 

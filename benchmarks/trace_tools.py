@@ -53,7 +53,8 @@ def categorize(name: str) -> str:
 
 
 def summarize_trace(path: str) -> dict:
-  """GPU time by category and the top kernels from a perfetto/chrome trace (json.gz)."""
+  """GPU time by category and the top kernels (name, seconds, launches) from a
+  perfetto/chrome trace (json.gz)."""
   import gzip
   with gzip.open(path, "rt") as f:
     data = json.load(f)
@@ -63,7 +64,7 @@ def summarize_trace(path: str) -> dict:
     if e.get("ph") == "M" and e.get("name") == "process_name":
       pname[e.get("pid")] = str(e.get("args", {}).get("name", ""))
   gpu_pids = {p for p, n in pname.items() if "gpu" in n.lower() or "/device:" in n.lower()}
-  by_name, total = {}, 0.0
+  by_name, runs, total = {}, {}, 0.0
   span = [float("inf"), 0.0]
   for e in events:
     if e.get("ph") != "X" or e.get("pid") not in gpu_pids:
@@ -74,6 +75,7 @@ def summarize_trace(path: str) -> dict:
     kname = str(args.get("kernel_name", args.get("name", "")))
     key = name if not kname else f"{name} | {kname[:80]}"
     by_name[key] = by_name.get(key, 0.0) + dur
+    runs[key] = runs.get(key, 0) + 1
     total += dur
     span[0] = min(span[0], float(e.get("ts", 0)))
     span[1] = max(span[1], float(e.get("ts", 0)) + dur)
@@ -81,10 +83,10 @@ def summarize_trace(path: str) -> dict:
   for k, d in by_name.items():
     c = categorize(k)
     cats[c] = cats.get(c, 0.0) + d
-  top = sorted(by_name.items(), key=lambda kv: -kv[1])[:30]
+  top = sorted(by_name.items(), key=lambda kv: -kv[1])[:40]
   return {"gpu_busy_s": total / 1e6, "gpu_span_s": max(span[1] - span[0], 0) / 1e6,
           "by_category_s": {k: v / 1e6 for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
-          "top": [(k, v / 1e6) for k, v in top], "gpu_processes": sorted(pname[p] for p in gpu_pids)}
+          "top": [(k, v / 1e6, runs[k]) for k, v in top], "gpu_processes": sorted(pname[p] for p in gpu_pids)}
 
 
 def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_DEPTH) -> dict:

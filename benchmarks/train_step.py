@@ -40,7 +40,8 @@ PLAN is a comma list of jobs:
   ceil:jax  ceil:torch                    bf16 matmul ceiling
   ours:L[:opts]                           opts '+'-joined from pbf16 (bf16 params), m16 (bf16
                                           AdamW moments), mlpN (model.mlp_chunks=N), satt
-                                          (remat_policy save_attention_kernel), loop (layers
+                                          (remat_policy save_attention_kernel), sqkv (...
+                                          save_attention_qkv), loop (layers
                                           unrolled, not scanned), aot (compile
                                           and report memory only), parts, trace,
                                           quick (1 warm-up + 1 timed step)
@@ -93,6 +94,8 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
     config.optim.moment_dtype = "bfloat16"
   if "satt" in opts:
     config.model.remat_policy = "save_attention_kernel"
+  if "sqkv" in opts:
+    config.model.remat_policy = "save_attention_qkv"
   if "loop" in opts:
     config.model.scan_layers = False
   for o in opts:

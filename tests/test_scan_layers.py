@@ -13,6 +13,7 @@ from mmprolong_jax.data.synthetic import synthetic_batch
 from mmprolong_jax.model import config as config_lib
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
 from mmprolong_jax.parallel.mesh import make_mesh
+from mmprolong_jax.train_step import loss_and_metrics
 from tests.model_testlib import loss_and_grads
 
 
@@ -39,13 +40,36 @@ def _assert_same(got, want):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("policy", ["none", "full", "save_attention_out"])
+@pytest.mark.parametrize("policy", ["none", "full", "save_attention_out", "save_attention_qkv"])
 def test_scan_equals_loop(policy):
   loop = _cfg(scan_layers=False, remat_policy=policy)
   flat = jax.tree.map(np.asarray, params_lib.flat_params(Qwen2_5_VL(loop, nnx.Rngs(0))))
   batch = _batch(loop)
   _assert_same(_loss_and_grads(loop.replace(scan_layers=True), flat, batch),
                _loss_and_grads(loop, flat, batch))
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_save_attention_qkv_keeps_the_llm_qkv(capsys, scan):
+  """The policy keeps every decoder layer's rotated q, k and v for the backward (and 'full'
+  keeps none), so the QKV projection is not recomputed. A scan saves them stacked over layers."""
+  def saved(policy):
+    cfg = _cfg(scan_layers=scan, remat_policy=policy)
+    graphdef, params = nnx.split(Qwen2_5_VL(cfg, nnx.Rngs(0)), nnx.Param)
+    batch = _batch(cfg)
+    jax.ad_checkpoint.print_saved_residuals(
+        lambda p: loss_and_metrics(nnx.merge(graphdef, p), batch, 64, num_tasks=0)[0], params)
+    return cfg, capsys.readouterr().out.splitlines()
+  cfg, full = saved("full")
+  _, qkv = saved("save_attention_qkv")
+  t = cfg.text
+  lead = f"{t.num_layers}," if scan else ""
+  batch_rows = 2
+  for heads in (t.num_heads, t.num_kv_heads):
+    shape = f"f32[{lead}{batch_rows},256,{heads},{t.head_dim}] "
+    want = (1 if scan else t.num_layers) * (1 if heads == t.num_heads else 2)
+    assert sum(line.startswith(shape) for line in qkv) == want, qkv
+    assert not any(line.startswith(shape) for line in full), full
 
 
 def test_mlp_chunks_equal_whole_mlps():

@@ -72,7 +72,8 @@ class ModelConfig:
   param_dtype: str = "float32"
   # Attention backend for both towers (see mmprolong_jax.attention) and remat policy per layer:
   # 'none' | 'full' (recompute everything) | 'dots_saveable' | 'save_attention_out' |
-  # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats).
+  # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats) |
+  # 'save_attention_qkv' (that and the LLM's rotated q/k/v).
   attention_backend: str = "reference"
   remat_policy: str = "none"
   # LLM and vision MLPs run over this many interleaved sequence slices (tokens, patch slots),

@@ -31,6 +31,8 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BxTxD, angles_BxTxHd, segment_ids_BxT, token_pos_BxT, attn_cfg):
     q, k, v = self.qkv(x_BxTxD, angles_BxTxHd)
+    q, k, v = (jax.ad_checkpoint.checkpoint_name(x, f"attention_{n}") for x, n in
+               zip((q, k, v), "qkv"))
     o = attention(q, k, v, segment_ids_BxT=segment_ids_BxT, positions_BxT=token_pos_BxT,
                   causal=True, cfg=attn_cfg)
     o = jax.ad_checkpoint.checkpoint_name(o, "attention_out")
