@@ -92,6 +92,11 @@ def worker_hf(job: dict, tiny: bool, out_dir: str) -> dict:
     if i >= warmup:
       times.append(dt)
     print(f"  hf L={length} {backend}/{dtype} step {i}: {dt:.3f}s loss={lv:.4f}", flush=True)
+  if "prof" in opts and dev.type == "cuda":
+    try:
+      res["profile"] = _kernel_time(step)
+    except Exception as e:  # noqa: BLE001  (the timed steps above still count)
+      res["profile"] = {"error": repr(e)[:300]}
   res["step_times"] = times
   res["step_s"] = _median(times)
   res["loss"] = lv
@@ -103,3 +108,23 @@ def worker_hf(job: dict, tiny: bool, out_dir: str) -> dict:
   return res
 
 
+
+
+def _kernel_time(step) -> dict:
+  """One more step under torch.profiler: summed CUDA kernel time against the wall time (a
+  gap means the GPU waited for the host), and the kernels that take the most."""
+  import torch
+  from torch.profiler import ProfilerActivity, profile
+  torch.cuda.synchronize()
+  t0 = time.perf_counter()
+  with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    step()
+    torch.cuda.synchronize()
+  wall = time.perf_counter() - t0
+  # Kernels only: an aten op's own device time repeats its kernels'.
+  kernels = [e for e in prof.key_averages()
+             if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+  busy = sum(e.self_device_time_total for e in kernels) / 1e6
+  top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:8]
+  return {"wall_s": wall, "gpu_kernel_s": busy, "launches": sum(e.count for e in kernels),
+          "top": [(e.key[:90], e.self_device_time_total / 1e6, e.count) for e in top]}

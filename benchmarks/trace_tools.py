@@ -92,10 +92,11 @@ def summarize_trace(path: str) -> dict:
 def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_DEPTH) -> dict:
   """Splits one step's GPU timeline (perfetto trace of profile_step) into phases, using the cuDNN
   attention kernels as landmarks. The step runs: vision forward (V fprops), LLM forward (L
-  fprops) and the head, then per LLM layer a recomputed fprop + bprop (last layer first), then the
-  same for the V vision blocks, then the fused AdamW update (a run of `select` fusions: the
-  update is fused into the keep-if-finite where()). Boundaries are kernel starts, so a few ms of
-  each layer's pre-attention work (norm, QKV) land in the previous phase."""
+  fprops) and the head, then per LLM layer a recomputed fprop (unless the remat policy saves
+  cuDNN's forward) + bprop (last layer first), then the same for the V vision blocks, then the
+  fused AdamW update (a run of `select` fusions: the update is fused into the keep-if-finite
+  where()). Boundaries are kernel starts, so a few ms of each layer's pre-attention work
+  (norm, QKV) land in the previous phase."""
   import gzip
   with gzip.open(path, "rt") as f:
     data = json.load(f)
@@ -107,16 +108,18 @@ def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_
   att = [i for i, e in enumerate(ev) if "sdpa" in e["name"] and ("fprop" in e["name"] or
                                                                   "bprop" in e["name"])]
   V, L = vit_blocks, llm_layers
-  if len(att) != 2 * (V + L) + V + L:
-    return {"error": f"expected {3 * (V + L)} attention kernels, found {len(att)}"}
+  if len(att) not in (2 * (V + L), 3 * (V + L)):
+    return {"error": f"expected {2 * (V + L)} or {3 * (V + L)} attention kernels, found {len(att)}"}
+  per_layer = len(att) // (V + L) - 1   # kernels per layer in the backward: 1 or 2
   end = ev[-1]["ts"] + ev[-1]["dur"]
   opt = len(ev)
   while opt > 0 and ("select" in ev[opt - 1]["name"] or "reduce" in ev[opt - 1]["name"]
                      or ev[opt - 1]["name"].startswith("Memset")):
     opt -= 1
   t = lambda i: ev[i]["ts"]
-  cuts = [ev[0]["ts"], t(att[V]), t(att[V + L]), t(att[V + 3 * L]), t(opt), end]
-  names = ["vision_fwd", "llm_fwd_head", "llm_bwd_recompute", "vision_bwd_recompute", "optimizer"]
+  llm_end = V + L + per_layer * L
+  cuts = [ev[0]["ts"], t(att[V]), t(att[V + L]), t(att[llm_end]), t(opt), end]
+  names = ["vision_fwd", "llm_fwd_head", "llm_bwd", "vision_bwd", "optimizer"]
   out = {n: (b - a) / 1e6 for n, a, b in zip(names, cuts[:-1], cuts[1:])}
   att_s = {"llm_fwd": 0.0, "llm_recompute": 0.0, "llm_bwd": 0.0, "vis_fwd": 0.0,
            "vis_recompute": 0.0, "vis_bwd": 0.0}
@@ -126,7 +129,7 @@ def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_
       att_s["vis_fwd"] += d
     elif k < V + L:
       att_s["llm_fwd"] += d
-    elif k < V + 3 * L:
+    elif k < llm_end:
       att_s["llm_recompute" if "fprop" in ev[i]["name"] else "llm_bwd"] += d
     else:
       att_s["vis_recompute" if "fprop" in ev[i]["name"] else "vis_bwd"] += d

@@ -45,7 +45,8 @@ PLAN is a comma list of jobs:
                                           unrolled, not scanned), aot (compile
                                           and report memory only), parts, trace,
                                           quick (1 warm-up + 1 timed step)
-  hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick
+  hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick,
+                                          prof (one more step under torch.profiler)
   A|B|...                                 run A; on OOM or error run B, ...
   search:ours:L1/L2/...[:opts]  search:hf:L1/...[:backend]   largest trainable length: run
                                           ascending, stop at the first failure (quick steps)
