@@ -40,11 +40,11 @@ PLAN is a comma list of jobs:
   ceil:jax  ceil:torch                    bf16 matmul ceiling
   ours:L[:opts]                           opts '+'-joined from pbf16 (bf16 params), m16 (bf16
                                           AdamW moments), mlpN (model.mlp_chunks=N), satt
-                                          (remat_policy save_attention_kernel), sqkv (...
-                                          save_attention_qkv), loop (layers
-                                          unrolled, not scanned), aot (compile
-                                          and report memory only), parts, trace,
-                                          quick (1 warm-up + 1 timed step)
+                                          (remat_policy save_attention_kernel), sqkv
+                                          (save_attention_qkv), remat-P (remat_policy P,
+                                          e.g. remat-none), loop (layers unrolled, not
+                                          scanned), aot (compile and report memory only),
+                                          parts, trace, quick (1 warm-up + 1 timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick,
                                           prof (one more step under torch.profiler)
   A|B|...                                 run A; on OOM or error run B, ...
@@ -102,6 +102,8 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
   for o in opts:
     if o.startswith("mlp"):
       config.model.mlp_chunks = int(o[3:])
+    if o.startswith("remat-"):
+      config.model.remat_policy = o[len("remat-"):]
   cfg = model_cfg(length, tiny, config)
   res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
   res["moment_dtype"], res["mlp_chunks"] = config.optim.moment_dtype, cfg.mlp_chunks
