@@ -65,10 +65,10 @@ def _rel_err(a, b, valid):
   return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-def llm(reps, T=131072, real=131000):
+def _llm_case(T, real):
+  """One row of one `real`-token sequence then padding: inputs and the kernel variants."""
   q, k, v, do = inputs(T)
   seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
-  valid = seg != 0
   lengths = jnp.array([real], jnp.int32)
   variants = {
       "unmasked": lambda q, k, v: jax.nn.dot_product_attention(
@@ -79,8 +79,13 @@ def llm(reps, T=131072, real=131000):
       "ragged": lambda q, k, v: cudnn._ragged(q, k, v, seg, True, 2),
       "ours": lambda q, k, v: cudnn.cudnn_attention(q, k, v, seg, True, 2),
   }
-  fns, ms = _time(variants, (q, k, v), do, valid, reps)
-  err = _rel_err(fns["ours", "fwd"](q, k, v), fns["ragged", "fwd"](q, k, v), valid)
+  return (q, k, v), do, seg != 0, variants
+
+
+def llm(reps, T=131072, real=131000):
+  qkv, do, valid, variants = _llm_case(T, real)
+  fns, ms = _time(variants, qkv, do, valid, reps)
+  err = _rel_err(fns["ours", "fwd"](*qkv), fns["ragged", "fwd"](*qkv), valid)
   return ms, {"ours vs ragged, output": err}
 
 
@@ -89,20 +94,14 @@ def remat(reps, T=131072, real=131000):
   in the model: does the lax.cond between routes cost anything there (residuals of both
   branches carried out of the cond)? Prints what each saves for the backward."""
   from mmprolong_jax.model.layers import REMAT_POLICIES
-  q, k, v, do = inputs(T)
-  seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
-  valid = seg != 0
+  qkv, do, valid, variants = _llm_case(T, real)
   policy = REMAT_POLICIES["save_attention_kernel"]
-  variants = {
-      "unmasked+satt": jax.checkpoint(lambda q, k, v: jax.nn.dot_product_attention(
-          q, k, v, is_causal=True, implementation="cudnn"), policy=policy),
-      "ours+satt": jax.checkpoint(lambda q, k, v: cudnn.cudnn_attention(q, k, v, seg, True, 2),
-                                  policy=policy),
-  }
+  variants = {f"{name}+satt": jax.checkpoint(variants[name], policy=policy)
+              for name in ("unmasked", "ours")}
   for name, f in variants.items():
     print(f"saved by {name}:")
-    jax.ad_checkpoint.print_saved_residuals(f, q, k, v)
-  fns, ms = _time(variants, (q, k, v), do, valid, reps)
+    jax.ad_checkpoint.print_saved_residuals(f, *qkv)
+  _, ms = _time(variants, qkv, do, valid, reps)
   return ms, {}
 
 

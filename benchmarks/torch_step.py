@@ -108,8 +108,6 @@ def worker_hf(job: dict, tiny: bool, out_dir: str) -> dict:
   return res
 
 
-
-
 def _kernel_time(step) -> dict:
   """One more step under torch.profiler: summed CUDA kernel time against the wall time (a
   gap means the GPU waited for the host), and the kernels that take the most."""

@@ -70,6 +70,8 @@ from bench_common import (REPO, _median, ceiling_of, flops_of, fmt_table, jax_co
 from torch_step import worker_hf
 from trace_tools import profile_step, time_parts, trace_phases
 
+# Short names for remat policies (remat-P names any policy).
+POLICY_OPTS = {"satt": "save_attention_kernel", "sqkv": "save_attention_qkv"}
 DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:trace,hf:32768:cudnn,hf:32768:flash,"
                 "ours:65536:trace,hf:65536:flash,ours:131072:m16+mlp4,"
                 "hf:131072:flash:bf16:quick,search:ours:163840/196608:m16+mlp8")
@@ -93,17 +95,13 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
     config.model.param_dtype = "bfloat16"
   if "m16" in opts:
     config.optim.moment_dtype = "bfloat16"
-  if "satt" in opts:
-    config.model.remat_policy = "save_attention_kernel"
-  if "sqkv" in opts:
-    config.model.remat_policy = "save_attention_qkv"
   if "loop" in opts:
     config.model.scan_layers = False
   for o in opts:
     if o.startswith("mlp"):
       config.model.mlp_chunks = int(o[3:])
-    if o.startswith("remat-"):
-      config.model.remat_policy = o[len("remat-"):]
+    if o in POLICY_OPTS or o.startswith("remat-"):
+      config.model.remat_policy = POLICY_OPTS.get(o, o[len("remat-"):])
   cfg = model_cfg(length, tiny, config)
   res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
   res["moment_dtype"], res["mlp_chunks"] = config.optim.moment_dtype, cfg.mlp_chunks

@@ -59,14 +59,13 @@ def test_save_attention_qkv_keeps_the_llm_qkv(capsys, scan):
     batch = _batch(cfg)
     jax.ad_checkpoint.print_saved_residuals(
         lambda p: loss_and_metrics(nnx.merge(graphdef, p), batch, 64, num_tasks=0)[0], params)
-    return cfg, capsys.readouterr().out.splitlines()
-  cfg, full = saved("full")
-  _, qkv = saved("save_attention_qkv")
+    return cfg, batch["segment_ids"].shape, capsys.readouterr().out.splitlines()
+  cfg, (rows, length), full = saved("full")
+  _, _, qkv = saved("save_attention_qkv")
   t = cfg.text
   lead = f"{t.num_layers}," if scan else ""
-  batch_rows = 2
   for heads in (t.num_heads, t.num_kv_heads):
-    shape = f"f32[{lead}{batch_rows},256,{heads},{t.head_dim}] "
+    shape = f"f32[{lead}{rows},{length},{heads},{t.head_dim}] "
     want = (1 if scan else t.num_layers) * (1 if heads == t.num_heads else 2)
     assert sum(line.startswith(shape) for line in qkv) == want, qkv
     assert not any(line.startswith(shape) for line in full), full

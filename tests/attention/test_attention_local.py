@@ -90,6 +90,11 @@ def test_splash_interpret_matches_reference():
                out_and_grads(AttentionConfig("reference"), True)(q, k, v, do, seg, pos))
 
 
+def _nan_route(q, *_):
+  """Stands in for a cuDNN route that must not run: NaN everywhere."""
+  return jnp.full_like(q, jnp.nan)
+
+
 def _poison_padding(seg, *xs, value=1e3):
   """`value` at padding rows: large ones where the kernel must never read them, NaN where it
   reads them (zeroed first)."""
@@ -119,7 +124,7 @@ def test_cudnn_matches_reference(monkeypatch, causal, max_segments, rows):
   ours_in = (q, k, v)
   if rows == "one_run" and max_segments > 1 and causal:
     from mmprolong_jax.attention import cudnn
-    monkeypatch.setattr(cudnn, "_ragged", lambda q, *_: jnp.full_like(q, jnp.nan))
+    monkeypatch.setattr(cudnn, "_ragged", _nan_route)
     ours_in = _poison_padding(seg, *ours_in, value=jnp.nan)
   seg = jnp.asarray(seg)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
@@ -164,7 +169,7 @@ def _xla_kernels(monkeypatch, T, poison=None):
     return reference_attention(q, k, v, seg, seg, pos, pos, causal)
   monkeypatch.setattr(cudnn, "_ragged", ragged)
   if poison:
-    monkeypatch.setattr(cudnn, poison, lambda q, *_: jnp.full_like(q, jnp.nan))
+    monkeypatch.setattr(cudnn, poison, _nan_route)
 
 
 def _one_run_rows(B, T):
