@@ -113,10 +113,10 @@ def trace_phases(path: str, llm_layers: int = LLM_LAYERS, vit_blocks: int = VIT_
   per_layer = len(att) // (V + L) - 1   # kernels per layer in the backward: 1 or 2
   end = ev[-1]["ts"] + ev[-1]["dur"]
   opt = len(ev)
-  while opt > 0 and ("select" in ev[opt - 1]["name"] or "reduce" in ev[opt - 1]["name"]
+  while opt > 0 and (any(s in ev[opt - 1]["name"] for s in ("select", "reduce", "compare"))
                      or ev[opt - 1]["name"].startswith("Memset")):
     opt -= 1
-  t = lambda i: ev[i]["ts"]
+  t = lambda i: ev[i]["ts"] if i < len(ev) else end
   llm_end = V + L + per_layer * L
   cuts = [ev[0]["ts"], t(att[V]), t(att[V + L]), t(att[llm_end]), t(opt), end]
   names = ["vision_fwd", "llm_fwd_head", "llm_bwd", "vision_bwd", "optimizer"]

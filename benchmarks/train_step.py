@@ -42,8 +42,11 @@ PLAN is a comma list of jobs:
                                           AdamW moments), mlpN (model.mlp_chunks=N), satt
                                           (remat_policy save_attention_kernel), sqkv
                                           (save_attention_qkv), remat-P (remat_policy P,
-                                          e.g. remat-none), loop (layers unrolled, not
-                                          scanned), aot (compile and report memory only),
+                                          e.g. remat-none), vremat-P (the vision tower's
+                                          policy, P a name or satt/sqkv/sdots), npN
+                                          (data.num_patches=N vision slots), loop (layers
+                                          unrolled, not scanned), aot (compile and report
+                                          memory only),
                                           parts, trace, quick (1 warm-up + 1 timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick,
                                           prof (one more step under torch.profiler)
@@ -71,7 +74,8 @@ from torch_step import worker_hf
 from trace_tools import profile_step, time_parts, trace_phases
 
 # Short names for remat policies (remat-P names any policy).
-POLICY_OPTS = {"satt": "save_attention_kernel", "sqkv": "save_attention_qkv"}
+POLICY_OPTS = {"satt": "save_attention_kernel", "sqkv": "save_attention_qkv",
+               "sdots": "save_attention_dots"}
 DEFAULT_PLAN = ("ceil:jax,ceil:torch,ours:32768:trace,hf:32768:cudnn,hf:32768:flash,"
                 "ours:65536:trace,hf:65536:flash,ours:131072:m16+mlp4,"
                 "hf:131072:flash:bf16:quick,search:ours:163840/196608:m16+mlp8")
@@ -100,10 +104,16 @@ def worker_ours(job: dict, tiny: bool, out_dir: str) -> dict:
   for o in opts:
     if o.startswith("mlp"):
       config.model.mlp_chunks = int(o[3:])
+    if o.startswith("np") and o[2:].isdigit():
+      config.data.num_patches = int(o[2:])
     if o in POLICY_OPTS or o.startswith("remat-"):
       config.model.remat_policy = POLICY_OPTS.get(o, o[len("remat-"):])
+    if o.startswith("vremat-"):
+      v = o[len("vremat-"):]
+      config.model.vision_remat_policy = POLICY_OPTS.get(v, v)
   cfg = model_cfg(length, tiny, config)
   res["param_dtype"], res["remat_policy"] = cfg.param_dtype, cfg.remat_policy
+  res["vision_remat_policy"] = cfg.vision_remat
   res["moment_dtype"], res["mlp_chunks"] = config.optim.moment_dtype, cfg.mlp_chunks
   res["scan_layers"] = cfg.scan_layers
   batch, info = make_batch(cfg, length, tiny, config)

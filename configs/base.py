@@ -22,6 +22,7 @@ def get_config():
   c.model.remat_policy = "full"      # per layer: none | full | dots_saveable | save_attention_out
                                      # | save_attention_kernel | save_attention_qkv
                                      # (see model/layers.py)
+  c.model.vision_remat_policy = ""   # the vision tower's, when it differs ("" = the same)
   c.model.mlp_chunks = 1             # LLM and vision MLPs in sequence slices, each remat'd
                                      # (memory at 128K)
   c.model.scan_layers = True         # layers as one scan: remat memory bounded, fast compile

@@ -95,7 +95,8 @@ def plan(cfg, config, mesh, params_bytes: int, opt_bytes: int, batch_bytes: int 
   sharded state (setup.bytes_per_device); batch_bytes: this device's batch slice."""
   backend = backend or jax.default_backend()
   # Policies that save more than the layer input are planned as 'full' (a lower bound).
-  keep_all = (backend == "cpu" and not cfg.scan_layers) or cfg.remat_policy == "none"
+  cpu_all = backend == "cpu" and not cfg.scan_layers
+  keep_llm, keep_vit = cpu_all or cfg.remat_policy == "none", cpu_all or cfg.vision_remat == "none"
   s = step_shape(config, mesh)
   t, v = cfg.text, cfg.vision
   act = np.dtype(cfg.dtype).itemsize
@@ -114,13 +115,18 @@ def plan(cfg, config, mesh, params_bytes: int, opt_bytes: int, batch_bytes: int 
   llm_x, vit_x = s.tokens * t.hidden_size * act, s.patches * v.hidden_size * act
   angles = s.tokens * t.head_dim * 4 + s.patches * v.head_dim * 4
   loss = 3 * 1024 * t.vocab_size * 4
-  if keep_all:   # every layer keeps its intermediates (see the module docstring for CPU)
-    saved_llm, saved_vit = t.num_layers * (llm_x + s.tokens * llm_w), v.depth * (
-        vit_x + s.patches * vit_w)
-    working = 0
+  # A tower without remat keeps every layer's intermediates (see the module docstring for CPU);
+  # with remat it keeps layer inputs and needs one layer's working set in the backward.
+  if keep_llm:
+    saved_llm, work_llm = t.num_layers * (llm_x + s.tokens * llm_w), 0
   else:
-    saved_llm, saved_vit = t.num_layers * llm_x, (v.depth + 1) * vit_x
-    working = max(s.tokens * llm_w + cudnn_workspace(cfg, config, mesh), s.patches * vit_w)
+    saved_llm = t.num_layers * llm_x
+    work_llm = s.tokens * llm_w + cudnn_workspace(cfg, config, mesh)
+  if keep_vit:
+    saved_vit, work_vit = v.depth * (vit_x + s.patches * vit_w), 0
+  else:
+    saved_vit, work_vit = (v.depth + 1) * vit_x, s.patches * vit_w
+  working = max(work_llm, work_vit)
   return {"params": params_bytes, "optimizer": opt_bytes, "batch": batch_bytes,
           "gradients": int(grads), "weights": int(weights), "llm_saved": int(saved_llm),
           "vision_saved": int(saved_vit + angles), "working": int(working + loss)}

@@ -34,6 +34,7 @@ def model_config(config) -> config_lib.ModelConfig:
     cfg = PRESETS[m.preset](**({"tie_word_embeddings": m.tie_word_embeddings}
                                if m.preset == "tiny" and "tie_word_embeddings" in m else {}))
   cfg = cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy,
+                    vision_remat_policy=m.get("vision_remat_policy", ""),
                     mlp_chunks=int(m.get("mlp_chunks", 1)),
                     scan_layers=bool(m.get("scan_layers", True)),
                     attention_backend=config.attention.backend)
@@ -158,7 +159,8 @@ def plan_text(config, cfg, mesh, state, state_shard) -> str:
   return "\n".join([
       f"mesh: {dict(mesh.shape)} over {mesh.devices.size} devices ({jax.devices()[0].device_kind})",
       f"model: {n / 1e9:.3f}B params, dtype {cfg.dtype}, params {cfg.param_dtype}, "
-      f"rope_theta {cfg.text.rope_theta:g}, remat {cfg.remat_policy}",
+      f"rope_theta {cfg.text.rope_theta:g}, remat {cfg.remat_policy}"
+      + (f" (vision {cfg.vision_remat})" if cfg.vision_remat != cfg.remat_policy else ""),
       f"attention: {config.attention.backend} (local kernel {config.attention.local_backend})",
       f"per device: params {p / gib:.2f} GiB, optimizer {o / gib:.2f} GiB, "
       f"activations (est.) {a / gib:.2f} GiB at max_len {config.data.max_len}",

@@ -73,6 +73,24 @@ def test_batch_shapes_follow_the_loader_contract():
     assert np.dtype(v.dtype) == (np.dtype(np.float32) if k == "patches" else want_dtype), k
 
 
+def test_plan_follows_each_towers_remat_policy():
+  """remat_policy decides the LLM's saved bytes and vision_remat_policy the tower's; a tower
+  without remat needs no working set of its own in the backward."""
+  c = _config(8192, rows=8, layers=2, depth=2)
+  mesh = setup.mesh_from_config(c)
+
+  def plan(llm, vision):
+    c.model.remat_policy, c.model.vision_remat_policy = llm, vision
+    return memory.plan(setup.model_config(c), c, mesh, 0, 0, backend="gpu")
+  full, llm_none, vit_none = plan("full", ""), plan("none", "full"), plan("full", "none")
+  assert llm_none["llm_saved"] > 4 * full["llm_saved"]
+  assert llm_none["vision_saved"] == full["vision_saved"]
+  assert vit_none["vision_saved"] > 4 * full["vision_saved"]
+  assert vit_none["llm_saved"] == full["llm_saved"]
+  assert llm_none["working"] <= full["working"] and vit_none["working"] <= full["working"]
+  assert plan("none", "none")["working"] < min(llm_none["working"], vit_none["working"])
+
+
 def test_plan_matches_compiled_step_at_7b_width():
   """2 decoder layers + 2 vision blocks at full width, 8K rows, 2 micro-batches."""
   got, plan = _check(_config(8192, rows=8, layers=2, depth=2, accum=2))

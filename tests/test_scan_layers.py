@@ -11,6 +11,7 @@ from mmprolong_jax import params as params_lib
 from mmprolong_jax.attention import AttentionConfig
 from mmprolong_jax.data.synthetic import synthetic_batch
 from mmprolong_jax.model import config as config_lib
+from mmprolong_jax.model.layers import padded_hidden
 from mmprolong_jax.model.qwen2_5_vl import Qwen2_5_VL
 from mmprolong_jax.parallel.mesh import make_mesh
 from mmprolong_jax.train_step import loss_and_metrics
@@ -49,26 +50,54 @@ def test_scan_equals_loop(policy):
                _loss_and_grads(loop, flat, batch))
 
 
+def _saved_residuals(capsys, **cfg_kw):
+  """(cfg, batch, lines of jax's saved-residual listing) for the loss's gradient."""
+  cfg = _cfg(**cfg_kw)
+  graphdef, params = nnx.split(Qwen2_5_VL(cfg, nnx.Rngs(0)), nnx.Param)
+  batch = _batch(cfg)
+  jax.ad_checkpoint.print_saved_residuals(
+      lambda p: loss_and_metrics(nnx.merge(graphdef, p), batch, 64, num_tasks=0)[0], params)
+  return cfg, batch, capsys.readouterr().out.splitlines()
+
+
 @pytest.mark.parametrize("scan", [False, True])
 def test_save_attention_qkv_keeps_the_llm_qkv(capsys, scan):
   """The policy keeps every decoder layer's rotated q, k and v for the backward (and 'full'
   keeps none), so the QKV projection is not recomputed. A scan saves them stacked over layers."""
-  def saved(policy):
-    cfg = _cfg(scan_layers=scan, remat_policy=policy)
-    graphdef, params = nnx.split(Qwen2_5_VL(cfg, nnx.Rngs(0)), nnx.Param)
-    batch = _batch(cfg)
-    jax.ad_checkpoint.print_saved_residuals(
-        lambda p: loss_and_metrics(nnx.merge(graphdef, p), batch, 64, num_tasks=0)[0], params)
-    return cfg, batch["segment_ids"].shape, capsys.readouterr().out.splitlines()
-  cfg, (rows, length), full = saved("full")
-  _, _, qkv = saved("save_attention_qkv")
-  t = cfg.text
+  cfg, batch, full = _saved_residuals(capsys, scan_layers=scan, remat_policy="full")
+  _, _, qkv = _saved_residuals(capsys, scan_layers=scan, remat_policy="save_attention_qkv")
+  (rows, length), t = batch["segment_ids"].shape, cfg.text
   lead = f"{t.num_layers}," if scan else ""
   for heads in (t.num_heads, t.num_kv_heads):
     shape = f"f32[{lead}{rows},{length},{heads},{t.head_dim}] "
     want = (1 if scan else t.num_layers) * (1 if heads == t.num_heads else 2)
     assert sum(line.startswith(shape) for line in qkv) == want, qkv
     assert not any(line.startswith(shape) for line in full), full
+
+
+def test_vision_remat_policy_applies_to_the_vision_tower_only(capsys):
+  """vision_remat_policy='save_attention_dots' keeps the vision blocks' matmul outputs (q/k/v,
+  SwiGLU gate and up) for the backward; the LLM's residuals stay those of remat_policy."""
+  cfg, batch, full = _saved_residuals(capsys, remat_policy="full")
+  _, _, dots = _saved_residuals(capsys, remat_policy="full",
+                                vision_remat_policy="save_attention_dots")
+  shapes = lambda lines, dim: sorted(l.split()[0] for l in lines if f",{dim}," in l.split()[0])
+  length, slots = batch["segment_ids"].shape[1], batch["patches"].shape[1]
+  assert shapes(dots, length) == shapes(full, length)
+  v = cfg.vision
+  for width in (3 * v.hidden_size, padded_hidden(v.intermediate_size)):
+    kept = [s for s in shapes(dots, slots) if s.endswith(f",{slots},{width}]")]
+    assert kept and not [s for s in shapes(full, slots) if s.endswith(f",{slots},{width}]")]
+
+
+@pytest.mark.parametrize("llm, vision", [("full", "save_attention_dots"), ("none", "full")])
+def test_per_tower_policies_keep_the_numerics(llm, vision):
+  cfg = _cfg(scan_layers=True, remat_policy=llm, vision_remat_policy=vision)
+  flat = jax.tree.map(np.asarray, params_lib.flat_params(Qwen2_5_VL(cfg, nnx.Rngs(0))))
+  batch = _batch(cfg)
+  _assert_same(_loss_and_grads(cfg, flat, batch),
+               _loss_and_grads(cfg.replace(remat_policy="none", vision_remat_policy=""), flat,
+                               batch))
 
 
 def test_mlp_chunks_equal_whole_mlps():

@@ -73,15 +73,22 @@ class ModelConfig:
   # Attention backend for both towers (see mmprolong_jax.attention) and remat policy per layer:
   # 'none' | 'full' (recompute everything) | 'dots_saveable' | 'save_attention_out' |
   # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats) |
-  # 'save_attention_qkv' (that and the LLM's rotated q/k/v).
+  # 'save_attention_qkv' (that and the LLM's rotated q/k/v). `vision_remat_policy` overrides
+  # it for the vision tower ('' = the same): at 32K the LLM can keep everything (policy 'none')
+  # while the tower, ~4.5 patch slots a token, cannot.
   attention_backend: str = "reference"
   remat_policy: str = "none"
+  vision_remat_policy: str = ""
   # LLM and vision MLPs run over this many interleaved sequence slices (tokens, patch slots),
   # each rematerialized (memory at 128K).
   mlp_chunks: int = 1
   # Decoder layers (and runs of same-kind vision blocks) as one jax.lax.scan: bounded remat
   # memory and one compiled layer (model/layers.run_layers).
   scan_layers: bool = True
+
+  @property
+  def vision_remat(self) -> str:
+    return self.vision_remat_policy or self.remat_policy
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

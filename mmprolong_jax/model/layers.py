@@ -98,6 +98,11 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
     "save_attention_kernel": _save_attention_kernel,
+    # That and every matmul output: the backward recomputes only elementwise passes (norms,
+    # rotary, SwiGLU). For the vision tower at 32K (model.vision_remat_policy): 26 KiB a patch
+    # slot per block.
+    "save_attention_dots": jax.checkpoint_policies.save_from_both_policies(
+        _save_attention_kernel, jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
     # Also the LLM's rotated q/k/v (named in text.py; the vision tower names none): the
     # backward then skips the QKV projection and rotary pass, for 9 KiB a token per layer.
     "save_attention_qkv": jax.checkpoint_policies.save_from_both_policies(

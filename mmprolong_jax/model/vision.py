@@ -127,6 +127,6 @@ class VisionTower(nnx.Module):
     runs = itertools.groupby(enumerate(self.blocks), lambda ib: ib[0] in v.fullatt_block_indexes)
     for is_full, run in runs:
       x = layers.run_layers(full if is_full else windowed, [blk for _, blk in run], x,
-                            (angles, attend_keys), self.cfg.remat_policy,
+                            (angles, attend_keys), self.cfg.vision_remat,
                             act_spec=P(VISION_ROW_AXES), scan=self.cfg.scan_layers)
     return self.merger(x)
