@@ -29,9 +29,6 @@ from mmprolong_jax.data.shard_reader import ShardSource
 from mmprolong_jax.model.vision_layout import VisionGeometry, window_slot_size
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
-flags.DEFINE_integer("max_records", 0, "Records read per shard set, evenly spaced; 0 reads all.")
-flags.DEFINE_string("json", "", "Also write the result here as JSON.")
 
 
 def shard_sets(data_cfg) -> dict[str, str]:
@@ -120,5 +117,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the trainer defines its own --config in the same flag registry.
+  config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
+  flags.DEFINE_integer("max_records", 0, "Records read per shard set, evenly spaced; 0 reads all.")
+  flags.DEFINE_string("json", "", "Also write the result here as JSON.")
   flags.mark_flag_as_required("config")
   app.run(main)
