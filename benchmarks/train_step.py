@@ -46,8 +46,8 @@ PLAN is a comma list of jobs:
                                           policy, P a name or satt/sqkv/sdots), npN
                                           (data.num_patches=N vision slots), loop (layers
                                           unrolled, not scanned), aot (compile and report
-                                          memory only),
-                                          parts, trace, quick (1 warm-up + 1 timed step)
+                                          memory only), parts, trace, quick (1 warm-up + 1
+                                          timed step)
   hf:L[:backend[:dtype[:opts]]]           backend in {cudnn, flash}; dtype in {bf16, fp32}; quick,
                                           prof (one more step under torch.profiler)
   A|B|...                                 run A; on OOM or error run B, ...

@@ -7,9 +7,10 @@ The vision tower computes every patch slot of `data.num_patches`, real or paddin
 (`sources.vision_slots`: 4.5 slots per token) hold rows made only of pages of any common shape;
 a corpus of fewer or better-fitting pages leaves much of that as padding (the benchmark's 32K
 row of US-letter pages: 126,720 of 147,456 slots used; step 1.098 -> 1.053 s on an H100 with the
-fit, benchmarks/README.md). This reads every record of the mixture's shard sets (it uses their image
-grids; no image is decoded), lays each row out as the loader does (one image per image row, whole images spread over
-the mesh's `sequence` shards) and prints the config lines of the smallest geometry holding them.
+fit, benchmarks/README.md). This reads every record of the mixture's shard sets (it uses their
+image grids; no image is decoded), lays each row out as the loader does (one image per image row,
+whole images spread over the mesh's `sequence` shards) and prints the config lines of the
+smallest geometry holding them.
 With --max_records it reads an evenly spaced sample of each set instead; a row it skipped may
 need more, in which case the loader stops and names the key to raise.
 """

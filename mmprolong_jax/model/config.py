@@ -73,9 +73,9 @@ class ModelConfig:
   # Attention backend for both towers (see mmprolong_jax.attention) and remat policy per layer:
   # 'none' | 'full' (recompute everything) | 'dots_saveable' | 'save_attention_out' |
   # 'save_attention_kernel' (keep cuDNN's forward output and softmax stats) |
-  # 'save_attention_qkv' (that and the LLM's rotated q/k/v). `vision_remat_policy` overrides
-  # it for the vision tower ('' = the same): at 32K the LLM can keep everything (policy 'none')
-  # while the tower, ~4.5 patch slots a token, cannot.
+  # 'save_attention_qkv' (that and the LLM's rotated q/k/v) | 'save_attention_dots' (cuDNN's
+  # forward and every matmul output). `vision_remat_policy` overrides it for the vision tower
+  # ('' = the same): at 32K on an 80 GB card the tower's matmul outputs fit, at 128K they don't.
   attention_backend: str = "reference"
   remat_policy: str = "none"
   vision_remat_policy: str = ""

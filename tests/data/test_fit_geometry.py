@@ -24,21 +24,18 @@ def _config(out, shards):
 
 
 def _all_grids(out, sets):
-  grids = []
-  for name in sets:
-    src = ShardSource(name, schema.shard_glob(out, name))
-    grids += [schema.decode_row(src[i].data)["image_grid_thw"] for i in range(len(src))]
-  return grids
+  return [g for name in sets
+          for g in fit_geometry.row_grids(ShardSource(name, schema.shard_glob(out, name)))]
 
 
 def _fails_somewhere(grids, geom, vision, shards):
-  failed = 0
-  for g in grids:
+  def fails(g):
     try:
       sharded_vision_layout(g, geom, vision, shards)
     except ValueError:
-      failed += 1
-  return failed > 0
+      return True
+    return False
+  return any(fails(g) for g in grids)
 
 
 @pytest.mark.parametrize("shards", [1, 2])
