@@ -1,6 +1,6 @@
 """Attention TFLOP/s on one GPU: every backend that runs there, at Qwen2.5-7B head shapes.
 
-    python3 benchmarks/attention.py [--check] [--extra] [--per-segment]
+    python3 benchmarks/attention.py [--check] [--extra] [--per-segment] [--tokamax]
                                     [--seq-lens 32768,65536,131072] [--out DIR]
 
 28 query heads, 4 kv heads, head dim 128, bf16, batch 1, causal. Rows are either one
@@ -91,6 +91,34 @@ def pallas_triton(q, k, v, seg):
   return pallas_attention.mha(q, k, v, segment_ids=seg, sm_scale=D ** -0.5, causal=True)
 
 
+def run_bounds(seg):
+  """[B, T] first and one-past-last index of each token's contiguous segment run."""
+  idx = jnp.arange(seg.shape[1])
+  first = jnp.concatenate([jnp.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], 1)
+  last = jnp.concatenate([seg[:, 1:] != seg[:, :-1], jnp.ones_like(seg[:, :1], bool)], 1)
+  start = jax.lax.cummax(jnp.where(first, idx, 0), axis=1)
+  end = jax.lax.cummin(jnp.where(last, idx + 1, seg.shape[1]), axis=1, reverse=True)
+  return start, end
+
+
+def tokamax_mosaic(causal=True):
+  """tokamax's Mosaic GPU flash kernel (Hopper; private Op API, the only one taking key
+  ranges). A packed row becomes per-query key ranges: from the first token of the query's
+  run to itself (causal) or to the run's end. The forward skips key tiles outside the
+  ranges; padding queries see only themselves and their output is zeroed."""
+  from tokamax._src.ops.attention import base as tk_base
+  from tokamax._src.ops.attention import pallas_mosaic_gpu as tk_mgpu
+  kernel = tk_mgpu.PallasMosaicGpuFlashAttention()
+
+  def fn(q, k, v, seg):
+    start, end = run_bounds(seg)
+    mask = (tk_base.Mask(k_start=start[:, None], is_causal=True) if causal
+            else tk_base.Mask(k_start=start[:, None], k_end=end[:, None]))
+    out = kernel(q, k, v, mask=mask, logits_scale=q.shape[-1] ** -0.5)
+    return jnp.where((seg > 0)[:, :, None, None], out, 0).astype(q.dtype)
+  return fn
+
+
 def timed(fn, args, reps: int) -> float:
   """Median seconds of `reps` calls after a compile-and-warm-up call."""
   jax.block_until_ready(fn(*args))
@@ -140,9 +168,10 @@ def bare_noncausal_case(seq_len):
           fwd_bwd(fn), seq_len ** 2)
 
 
-def cases(seq_lens, one_device_mesh, extra: bool):
+def cases(seq_lens, one_device_mesh, extra: bool, tokamax: bool):
   """Benchmark cases (see `case`) in the order they run: the cuDNN paths at every
-  length first, then (with --extra) the slow ones measured once for the record."""
+  length first, then (with --extra) the slow ones measured once for the record, then
+  (with --tokamax) tokamax's kernel on the first length."""
   out = []
   ring = AttentionConfig("ring", mesh=one_device_mesh, local_backend="cudnn", max_segments=8)
   for t in seq_lens:
@@ -162,6 +191,9 @@ def cases(seq_lens, one_device_mesh, extra: bool):
     ring = AttentionConfig("ring", mesh=one_device_mesh, block_q=2048, block_kv=2048)
     out += [case("ring sp=1 [blockwise] (packed)", t, True, ours(ring)) for t in seq_lens[:2]]
     out.append(case("pallas triton (packed)", t0, True, pallas_triton))
+  if tokamax:
+    out += [case(f"tokamax mosaic ({kind})", t0, kind == "packed", tokamax_mosaic())
+            for kind in ("unpacked", "packed")]
   return out
 
 
@@ -187,10 +219,10 @@ def per_segment_sums(rows, seq_len):
   return out
 
 
-def run_benchmarks(seq_lens, reps, budget_s, one_device_mesh, extra, per_segment):
+def run_benchmarks(seq_lens, reps, budget_s, one_device_mesh, extra, per_segment, tokamax):
   rows = []
   start = time.perf_counter()
-  todo = cases(seq_lens, one_device_mesh, extra)
+  todo = cases(seq_lens, one_device_mesh, extra, tokamax)
   if per_segment:
     todo += per_segment_cases(seq_lens[0])
   for name, seg, packed, fwd, fwd_and_bwd, pairs in todo:
@@ -226,7 +258,7 @@ def rel_err(a, b) -> float:
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def run_checks(one_device_mesh, seq_len=2048):
+def run_checks(one_device_mesh, tokamax: bool, seq_len=2048):
   """Relative L2 error of out, dq, dk, dv against the fp32 reference (bf16 inputs)."""
   results = []
   q, k, v, do = inputs(seq_len, seed=1)
@@ -248,9 +280,13 @@ def run_checks(one_device_mesh, seq_len=2048):
                           "ring", mesh=one_device_mesh, local_backend="cudnn")),
                       ("one-step ring [cudnn steps]", AttentionConfig(
                           "ring", mesh=one_device_mesh, local_backend="cudnn")),
-                      ("blockwise", AttentionConfig("blockwise"))):
+                      ("blockwise", AttentionConfig("blockwise")),
+                      *([("tokamax mosaic", None)] if tokamax else [])):
       row = dict(check=name, causal=causal, seq_len=seq_len)
-      fn = (one_step_ring if name.startswith("one-step") else ours)(cfg, causal)
+      if cfg is None:
+        fn = tokamax_mosaic(causal)
+      else:
+        fn = (one_step_ring if name.startswith("one-step") else ours)(cfg, causal)
       try:
         got = jax.jit(fwd_bwd(fn))(q, k, v, seg_arg, do)
         errs = [rel_err(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))]
@@ -284,6 +320,8 @@ def main():
   parser.add_argument("--check", action="store_true")
   parser.add_argument("--extra", action="store_true",
                       help="also time ring sp=1 (blockwise kernel) and jax's Pallas Triton kernel")
+  parser.add_argument("--tokamax", action="store_true",
+                      help="also check and time tokamax's Mosaic GPU kernel (needs tokamax)")
   parser.add_argument("--per-segment", action="store_true",
                       help="also time the bare kernel on each segment of the first packed row")
   parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -293,9 +331,10 @@ def main():
   one_device_mesh = make_mesh(MeshConfig(fsdp=1), devices=[device])
   report = dict(device=device.device_kind, jax=jax.__version__, heads=H, kv_heads=K, head_dim=D)
   if args.check:
-    report["checks"] = run_checks(one_device_mesh)
+    report["checks"] = run_checks(one_device_mesh, args.tokamax)
   report["rows"] = run_benchmarks([int(t) for t in args.seq_lens.split(",")], args.reps,
-                                  args.budget_s, one_device_mesh, args.extra, args.per_segment)
+                                  args.budget_s, one_device_mesh, args.extra, args.per_segment,
+                                  args.tokamax)
   print_table(report["rows"])
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "attention.json"), "w") as f:

@@ -42,13 +42,15 @@ def _feature_masked(q, k, v, valid_BxT):
 
 
 def _time(variants, args, do, valid, reps):
-  """{name: (fwd ms, fwd+bwd ms)}, outputs and gradients masked at padding like the model's."""
+  """{name: (fwd ms, fwd+bwd ms)}, outputs and gradients masked at padding like the model's.
+  `args` = (q, k, v, data): the variants' data (segment ids, lengths) is a jit argument, as
+  in training; closed over, XLA would constant-fold its bookkeeping at compile time."""
   keep = lambda x: jnp.where(valid[:, :, None, None], x, 0)  # noqa: E731
   fns = {}
   for name, f in variants.items():
-    fns[name, "fwd"] = jax.jit(lambda q, k, v, f=f: keep(f(q, k, v)))
-    fns[name, "fwd+bwd"] = jax.jit(lambda q, k, v, f=f: jax.vjp(
-        lambda q, k, v: keep(f(q, k, v)), q, k, v)[1](do))
+    fns[name, "fwd"] = jax.jit(lambda q, k, v, d, f=f: keep(f(q, k, v, d)))
+    fns[name, "fwd+bwd"] = jax.jit(lambda q, k, v, d, f=f: jax.vjp(
+        lambda q, k, v: keep(f(q, k, v, d)), q, k, v)[1](do))
   for fn in fns.values():
     jax.block_until_ready(fn(*args))
   times = {key: [] for key in fns}
@@ -69,17 +71,17 @@ def _llm_case(T, real):
   """One row of one `real`-token sequence then padding: inputs and the kernel variants."""
   q, k, v, do = inputs(T)
   seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
-  lengths = jnp.array([real], jnp.int32)
+  lengths = lambda seg: seg.sum(1, dtype=jnp.int32)  # noqa: E731
   variants = {
-      "unmasked": lambda q, k, v: jax.nn.dot_product_attention(
+      "unmasked": lambda q, k, v, seg: jax.nn.dot_product_attention(
           q, k, v, is_causal=True, implementation="cudnn"),
-      "lengths": lambda q, k, v: jax.nn.dot_product_attention(
-          q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-          implementation="cudnn"),
-      "ragged": lambda q, k, v: cudnn._ragged(q, k, v, seg, True, 2),
-      "ours": lambda q, k, v: cudnn.cudnn_attention(q, k, v, seg, True, 2),
+      "lengths": lambda q, k, v, seg: jax.nn.dot_product_attention(
+          q, k, v, is_causal=True, query_seq_lengths=lengths(seg),
+          key_value_seq_lengths=lengths(seg), implementation="cudnn"),
+      "ragged": lambda q, k, v, seg: cudnn._ragged(q, k, v, seg, True, 2),
+      "ours": lambda q, k, v, seg: cudnn.cudnn_attention(q, k, v, seg, True, 2),
   }
-  return (q, k, v), do, seg != 0, variants
+  return (q, k, v, seg), do, seg != 0, variants
 
 
 def llm(reps, T=131072, real=131000):
@@ -100,7 +102,7 @@ def remat(reps, T=131072, real=131000):
               for name in ("unmasked", "ours")}
   for name, f in variants.items():
     print(f"saved by {name}:")
-    jax.ad_checkpoint.print_saved_residuals(f, *qkv)
+    jax.ad_checkpoint.print_saved_residuals(lambda q, k, v, f=f: f(q, k, v, qkv[3]), *qkv[:3])
   _, ms = _time(variants, qkv, do, valid, reps)
   return ms, {}
 
@@ -109,19 +111,21 @@ def vision(rows, slots, real, reps):
   keys = jax.random.split(jax.random.key(1), 4)
   q, k, v, do = (jax.random.normal(key, (rows, slots, 16, 80), jnp.bfloat16) for key in keys)
   valid = jnp.broadcast_to(jnp.arange(slots) < real, (rows, slots))
-  lengths = jnp.full((rows,), real, jnp.int32)
+  lengths = lambda valid: valid.sum(1, dtype=jnp.int32)  # noqa: E731
   variants = {
-      "lengths": lambda q, k, v: jax.nn.dot_product_attention(
-          q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+      "lengths": lambda q, k, v, valid: jax.nn.dot_product_attention(
+          q, k, v, query_seq_lengths=lengths(valid), key_value_seq_lengths=lengths(valid),
           implementation="cudnn"),
-      "feature": lambda q, k, v: _feature_masked(q, k, v, valid),
-      "unmasked": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn"),
+      "feature": _feature_masked,
+      "unmasked": lambda q, k, v, valid: jax.nn.dot_product_attention(
+          q, k, v, implementation="cudnn"),
   }
-  fns, ms = _time(variants, (q, k, v), do, valid, reps)
-  errs = {"feature vs lengths, output": _rel_err(fns["feature", "fwd"](q, k, v),
-                                                 fns["lengths", "fwd"](q, k, v), valid)}
-  for name, a, b in zip(("dq", "dk", "dv"), fns["feature", "fwd+bwd"](q, k, v),
-                        fns["lengths", "fwd+bwd"](q, k, v)):
+  args = (q, k, v, valid)
+  fns, ms = _time(variants, args, do, valid, reps)
+  errs = {"feature vs lengths, output": _rel_err(fns["feature", "fwd"](*args),
+                                                 fns["lengths", "fwd"](*args), valid)}
+  for name, a, b in zip(("dq", "dk", "dv"), fns["feature", "fwd+bwd"](*args),
+                        fns["lengths", "fwd+bwd"](*args)):
     errs[f"feature vs lengths, {name}"] = _rel_err(a, b, valid)
   return ms, errs
 
