@@ -75,8 +75,8 @@ def schedule(hlo_text: str):
         started = next((s for s in open_ if re.search(rf"[(%\s]{re.escape(s)}[),]", line)), None)
         if started:
           out.append(open_.pop(started))
-      elif _SYNC.search(line):
-        out.append(dict(op=_SYNC.search(line).group(1), start=name, synchronous=True))
+      elif sync := _SYNC.search(line):
+        out.append(dict(op=sync.group(1), start=name, synchronous=True))
   return out
 
 
@@ -107,9 +107,6 @@ def main():
   rng = np.random.default_rng(0)
   shapes = dict(q=(1, T, A.H, A.D), k=(1, T, A.K, A.D), v=(1, T, A.K, A.D), do=(1, T, A.H, A.D))
 
-  def global_array(shape, sharding, fill):
-    return jax.make_array_from_callback(shape, sharding, lambda idx: fill(idx))
-
   def normal(shape):
     return lambda idx: rng.standard_normal(
         [len(range(*s.indices(n))) for s, n in zip(idx, shape)], np.float32).astype(A.DTYPE)
@@ -135,15 +132,15 @@ def main():
       print(json.dumps(row), flush=True)
     del q, k, v, do
 
-  row_spec = NamedSharding(mesh, P(None, "sequence"))
+  # Split along the sequence (axis 1): tokens of q/k/v/do, and segment ids.
+  by_seq = NamedSharding(mesh, P(None, "sequence"))
+  q, k, v, do = (jax.make_array_from_callback(s, by_seq, normal(s)) for s in shapes.values())
   for backend in args.backends.split(","):
     zig = backend == "ring"
     cfg = AttentionConfig(backend, mesh=mesh, layout="zigzag" if zig else "natural",
                           local_backend=local, max_segments=args.max_segments)
     seg = seg_natural[:, perm] if zig else seg_natural
-    q, k, v, do = (global_array(s, NamedSharding(mesh, P(None, "sequence")), normal(s))
-                   for s in shapes.values())
-    seg_g = global_array(seg.shape, row_spec, lambda idx, seg=seg: seg[idx])
+    seg_g = jax.make_array_from_callback(seg.shape, by_seq, lambda idx, seg=seg: seg[idx])
     fwd = A.ours(cfg)
     for mode, fn in (("fwd", fwd), ("fwd+bwd", A.fwd_bwd(fwd))):
       fargs = (q, k, v, seg_g) + ((do,) if mode == "fwd+bwd" else ())
