@@ -72,13 +72,18 @@ def make_report(path: Path, pages: int = 14, toc: bool = True) -> Path:
 def make_plain(path: Path, pages: int,
                text: str = "Plain page {n} of a document without any structure.",
                fontname: str = "helv", image_only: bool = False) -> Path:
-  """Simple pages: one line of text each, or (image_only) a picture and no text layer."""
+  """Simple pages: one line of text each, or (image_only) a picture and no text layer.
+
+  Each page's picture has its own shade, so no two pages send the same OCR request (identical
+  requests in flight together may be answered from the client's cache, in any order).
+  """
   doc = pymupdf.open()
   for n in range(1, pages + 1):
     page = doc.new_page(width=612, height=792)
     if image_only:
       pix = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 40, 40), False)
-      pix.set_rect(pix.irect, (120, 120, 120))
+      shade = (40 * n) % 256
+      pix.set_rect(pix.irect, (shade, shade, shade))
       page.insert_image(pymupdf.Rect(72, 72, 300, 300), pixmap=pix)
     else:
       page.insert_text((72, 100), text.format(n=n), fontsize=12, fontname=fontname)

@@ -101,8 +101,9 @@ def test_scanned_pages_are_marked_then_read_by_the_vlm_backend(tmp_path, serve):
                       {"label": "mystery", "bbox": "bad", "text": "Stamp"}])
   server = serve(lambda body, n: Reply(200, chat_body("```json\n" + reply + "\n```"))
                  if n != 1 else Reply(200, chat_body("I cannot read this page.")))
+  # one request at a time, so the second page is the one that fails
   client = chat_client.ChatClient(server.base_url, "ocr-model", cache_dir=tmp_path / "cache",
-                                  backoff_s=0.01)
+                                  backoff_s=0.01, concurrency=1)
   counts = layout.run(out, workers=1, client=client)
   assert counts["ocr_pages"] + counts["ocr_failed"] == 2 and counts["ocr_failed"] == 1
   rec = common.load_record(out, "layout", doc_id)
