@@ -20,13 +20,16 @@ Behaviour:
   [d/2, d]. Other 4xx errors fail at once: retrying a bad request only costs money.
 - `timeout_s` is the per-request socket timeout.
 - With `cache_dir`, every successful raw response is stored on disk under the SHA-256 of
-  (model, messages, params); a rerun with the same inputs makes no request at all.
+  (model, messages, params); a rerun with the same inputs makes no request at all. Identical
+  requests in flight at once are sent once: the others wait and read its cache entry, so identical
+  inputs (blank scanned pages, say) get one answer whatever the thread timing.
 - `complete_many` runs requests on a thread pool (`concurrency` at a time) and keeps input order.
 """
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
@@ -167,6 +170,7 @@ class ChatClient:
       self._headers["Authorization"] = f"Bearer {key}"
     self._rng = random.Random(seed)
     self._lock = threading.Lock()
+    self._in_flight: dict[str, tuple[threading.Lock, int]] = {}  # key -> (its lock, holders)
     self._stats = {"requests": 0, "cache_hits": 0, "retries": 0, "failures": 0}
 
   def stats(self) -> dict[str, int]:
@@ -184,17 +188,38 @@ class ChatClient:
   def complete(self, messages: list[dict[str, Any]], **params: Any) -> ChatResult:
     """One chat completion (served from the cache when possible). Raises ChatError on failure."""
     params = {**self.default_params, **params}
+    body = {"model": self.model, "messages": messages, **params}
     key = request_key(self.model, messages, params)
     path = self._cache_path(key)
-    if path is not None and path.exists():
-      raw = json.loads(path.read_text(encoding="utf-8"))["response"]
-      self._count("cache_hits")
-      return ChatResult(text=_message_text(raw), raw=raw, cached=True)
-    raw = self._post_with_retries({"model": self.model, "messages": messages, **params})
-    if path is not None:
+    if path is None:
+      raw = self._post_with_retries(body)
+      return ChatResult(text=_message_text(raw), raw=raw)
+    with self._one_at_a_time(key):
+      if path.exists():
+        raw = json.loads(path.read_text(encoding="utf-8"))["response"]
+        self._count("cache_hits")
+        return ChatResult(text=_message_text(raw), raw=raw, cached=True)
+      raw = self._post_with_retries(body)
       record = {"key": key, "model": self.model, "params": params, "response": raw}
       io_utils.write_json_atomic(path, record)
     return ChatResult(text=_message_text(raw), raw=raw)
+
+  @contextlib.contextmanager
+  def _one_at_a_time(self, key: str):
+    """Holds `key`'s lock; the lock is dropped once nobody holds or waits for it."""
+    with self._lock:
+      lock, holders = self._in_flight.get(key, (threading.Lock(), 0))
+      self._in_flight[key] = (lock, holders + 1)
+    try:
+      with lock:
+        yield
+    finally:
+      with self._lock:
+        holders = self._in_flight[key][1] - 1
+        if holders:
+          self._in_flight[key] = (lock, holders)
+        else:
+          del self._in_flight[key]
 
   def complete_many(self, requests: Iterable[list[dict[str, Any]]], progress: str | None = None,
                     **params: Any) -> list[ChatResult]:

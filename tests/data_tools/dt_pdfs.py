@@ -74,8 +74,8 @@ def make_plain(path: Path, pages: int,
                fontname: str = "helv", image_only: bool = False) -> Path:
   """Simple pages: one line of text each, or (image_only) a picture and no text layer.
 
-  Each page's picture has its own shade, so no two pages send the same OCR request (identical
-  requests in flight together may be answered from the client's cache, in any order).
+  Each page's picture has its own shade, so no two pages send the same OCR request (the chat
+  client sends identical requests once and gives every copy that one answer).
   """
   doc = pymupdf.open()
   for n in range(1, pages + 1):

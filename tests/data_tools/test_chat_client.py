@@ -60,6 +60,18 @@ def test_gives_up_after_max_retries_and_batch_keeps_order(serve, tmp_path):
   assert client.stats()["failures"] == 2
 
 
+def test_identical_requests_in_flight_are_sent_once(serve, tmp_path):
+  server = serve(lambda body, n: Reply(200, chat_body(body["messages"][0]["content"] + f"#{n}"),
+                                       delay_s=0.3))
+  client = _client(server, tmp_path, concurrency=6)
+  out = client.complete_many([[cc.user_msg(q)] for q in ["a", "b", "a", "a", "b", "a"]])
+  # One answer per distinct request, shared by its copies, whichever copy was sent.
+  texts = [r.text for r in out]
+  assert len(server.requests) == 2 and len(set(texts)) == 2
+  assert texts[0] == texts[2] == texts[3] == texts[5] and texts[1] == texts[4]
+  assert client.stats()["cache_hits"] == 4 and not client._in_flight
+
+
 def test_client_errors_fail_fast_and_key_comes_from_env(serve, tmp_path, monkeypatch):
   server = serve(lambda body, n: Reply(401, {"error": "bad key"}))
   monkeypatch.setenv("TEST_CHAT_KEY", "sekrit")
