@@ -23,6 +23,7 @@ length of the first packed row alone, to compare their sum with the packed call.
 Prints a table; writes attention.json to --out (default $OUT, else the working directory).
 """
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -269,24 +270,22 @@ def run_checks(one_device_mesh, tokamax: bool, seq_len=2048):
   seg[0, pad] = 0
   up = lambda x: x.astype(jnp.float32)  # noqa: E731
   seg_arg = jnp.asarray(seg)
+  ring_cudnn = AttentionConfig("ring", mesh=one_device_mesh, local_backend="cudnn")
+  paths = [("cudnn", functools.partial(ours, AttentionConfig("cudnn"))),
+           ("ulysses sp=1 [cudnn]", functools.partial(ours, AttentionConfig(
+               "ulysses", mesh=one_device_mesh, local_backend="cudnn"))),
+           ("ring sp=1", functools.partial(ours, AttentionConfig("ring", mesh=one_device_mesh))),
+           ("ring sp=1 [cudnn]", functools.partial(ours, ring_cudnn)),
+           ("one-step ring [cudnn steps]", functools.partial(one_step_ring, ring_cudnn)),
+           ("blockwise", functools.partial(ours, AttentionConfig("blockwise")))]
+  if tokamax:
+    paths.append(("tokamax mosaic", tokamax_mosaic))
   for causal in (True, False):
     want = jax.jit(fwd_bwd(ours(AttentionConfig("reference"), causal)))(
         up(q), up(k), up(v), seg_arg, up(do))
-    for name, cfg in (("cudnn", AttentionConfig("cudnn")),
-                      ("ulysses sp=1 [cudnn]", AttentionConfig(
-                          "ulysses", mesh=one_device_mesh, local_backend="cudnn")),
-                      ("ring sp=1", AttentionConfig("ring", mesh=one_device_mesh)),
-                      ("ring sp=1 [cudnn]", AttentionConfig(
-                          "ring", mesh=one_device_mesh, local_backend="cudnn")),
-                      ("one-step ring [cudnn steps]", AttentionConfig(
-                          "ring", mesh=one_device_mesh, local_backend="cudnn")),
-                      ("blockwise", AttentionConfig("blockwise")),
-                      *([("tokamax mosaic", None)] if tokamax else [])):
+    for name, make in paths:
       row = dict(check=name, causal=causal, seq_len=seq_len)
-      if cfg is None:
-        fn = tokamax_mosaic(causal)
-      else:
-        fn = (one_step_ring if name.startswith("one-step") else ours)(cfg, causal)
+      fn = make(causal=causal)
       try:
         got = jax.jit(fwd_bwd(fn))(q, k, v, seg_arg, do)
         errs = [rel_err(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))]

@@ -27,6 +27,13 @@ from attention import inputs  # noqa: E402  (benchmarks/attention.py: the LLM's 
 from mmprolong_jax.attention import cudnn  # noqa: E402
 
 
+def _by_lengths(q, k, v, valid_BxT, causal=False):
+  """cuDNN with per-row sequence lengths: each row's real tokens come first."""
+  lengths_B = valid_BxT.sum(1, dtype=jnp.int32)
+  return jax.nn.dot_product_attention(q, k, v, is_causal=causal, query_seq_lengths=lengths_B,
+                                      key_value_seq_lengths=lengths_B, implementation="cudnn")
+
+
 def _feature_masked(q, k, v, valid_BxT):
   """Non-causal rows with trailing padding through the unmasked kernel: q gains a feature 1,
   k a feature 0 (real) or -1e30 (padding), so padding scores underflow to weight 0."""
@@ -71,13 +78,10 @@ def _llm_case(T, real):
   """One row of one `real`-token sequence then padding: inputs and the kernel variants."""
   q, k, v, do = inputs(T)
   seg = (jnp.arange(T) < real).astype(jnp.int32)[None]
-  lengths = lambda seg: seg.sum(1, dtype=jnp.int32)  # noqa: E731
   variants = {
       "unmasked": lambda q, k, v, seg: jax.nn.dot_product_attention(
           q, k, v, is_causal=True, implementation="cudnn"),
-      "lengths": lambda q, k, v, seg: jax.nn.dot_product_attention(
-          q, k, v, is_causal=True, query_seq_lengths=lengths(seg),
-          key_value_seq_lengths=lengths(seg), implementation="cudnn"),
+      "lengths": lambda q, k, v, seg: _by_lengths(q, k, v, seg, causal=True),
       "ragged": lambda q, k, v, seg: cudnn._ragged(q, k, v, seg, True, 2),
       "ours": lambda q, k, v, seg: cudnn.cudnn_attention(q, k, v, seg, True, 2),
   }
@@ -111,11 +115,8 @@ def vision(rows, slots, real, reps):
   keys = jax.random.split(jax.random.key(1), 4)
   q, k, v, do = (jax.random.normal(key, (rows, slots, 16, 80), jnp.bfloat16) for key in keys)
   valid = jnp.broadcast_to(jnp.arange(slots) < real, (rows, slots))
-  lengths = lambda valid: valid.sum(1, dtype=jnp.int32)  # noqa: E731
   variants = {
-      "lengths": lambda q, k, v, valid: jax.nn.dot_product_attention(
-          q, k, v, query_seq_lengths=lengths(valid), key_value_seq_lengths=lengths(valid),
-          implementation="cudnn"),
+      "lengths": _by_lengths,
       "feature": _feature_masked,
       "unmasked": lambda q, k, v, valid: jax.nn.dot_product_attention(
           q, k, v, implementation="cudnn"),

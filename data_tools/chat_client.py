@@ -42,6 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -170,7 +171,8 @@ class ChatClient:
       self._headers["Authorization"] = f"Bearer {key}"
     self._rng = random.Random(seed)
     self._lock = threading.Lock()
-    self._in_flight: dict[str, tuple[threading.Lock, int]] = {}  # key -> (its lock, holders)
+    self._in_flight: weakref.WeakValueDictionary[str, threading.Lock] = (
+        weakref.WeakValueDictionary())
     self._stats = {"requests": 0, "cache_hits": 0, "retries": 0, "failures": 0}
 
   def stats(self) -> dict[str, int]:
@@ -188,38 +190,24 @@ class ChatClient:
   def complete(self, messages: list[dict[str, Any]], **params: Any) -> ChatResult:
     """One chat completion (served from the cache when possible). Raises ChatError on failure."""
     params = {**self.default_params, **params}
-    body = {"model": self.model, "messages": messages, **params}
     key = request_key(self.model, messages, params)
     path = self._cache_path(key)
-    if path is None:
-      raw = self._post_with_retries(body)
-      return ChatResult(text=_message_text(raw), raw=raw)
-    with self._one_at_a_time(key):
-      if path.exists():
+    with contextlib.nullcontext() if path is None else self._one_at_a_time(key):
+      if path is not None and path.exists():
         raw = json.loads(path.read_text(encoding="utf-8"))["response"]
         self._count("cache_hits")
         return ChatResult(text=_message_text(raw), raw=raw, cached=True)
-      raw = self._post_with_retries(body)
-      record = {"key": key, "model": self.model, "params": params, "response": raw}
-      io_utils.write_json_atomic(path, record)
+      raw = self._post_with_retries({"model": self.model, "messages": messages, **params})
+      if path is not None:
+        record = {"key": key, "model": self.model, "params": params, "response": raw}
+        io_utils.write_json_atomic(path, record)
     return ChatResult(text=_message_text(raw), raw=raw)
 
-  @contextlib.contextmanager
-  def _one_at_a_time(self, key: str):
-    """Holds `key`'s lock; the lock is dropped once nobody holds or waits for it."""
+  def _one_at_a_time(self, key: str) -> threading.Lock:
+    """`key`'s lock, shared by every caller that holds it or waits for it (a weak entry: it
+    goes when they do)."""
     with self._lock:
-      lock, holders = self._in_flight.get(key, (threading.Lock(), 0))
-      self._in_flight[key] = (lock, holders + 1)
-    try:
-      with lock:
-        yield
-    finally:
-      with self._lock:
-        holders = self._in_flight[key][1] - 1
-        if holders:
-          self._in_flight[key] = (lock, holders)
-        else:
-          del self._in_flight[key]
+      return self._in_flight.setdefault(key, threading.Lock())
 
   def complete_many(self, requests: Iterable[list[dict[str, Any]]], progress: str | None = None,
                     **params: Any) -> list[ChatResult]:
